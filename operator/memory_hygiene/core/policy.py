@@ -1,0 +1,283 @@
+"""The MemoryPolicy model: the one source of truth for the CRD schema (see ``crd.py``).
+
+Every field has a default, so ``spec: {}`` is a valid policy with every rule enabled.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "memoryhygiene.io"
+VERSION = "v1alpha1"
+KIND = "MemoryPolicy"
+PLURAL = "memorypolicies"
+SINGULAR = "memorypolicy"
+SHORT_NAMES = ["mempol"]
+CATEGORIES = ["memory-hygiene"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class SelectorOperator(str, Enum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(_Model):
+    """One matchExpressions entry, as in a Kubernetes LabelSelector."""
+
+    key: str = Field(min_length=1, max_length=317, description="The label key.")
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[Annotated[str, StringConstraints(max_length=63)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Values for In and NotIn (must not be empty); empty for Exists and DoesNotExist.",
+    )
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if needs_values and not self.values:
+            raise ValueError(f"values must not be empty when operator is {self.operator.value}")
+        if not needs_values and self.values:
+            raise ValueError(f"values must be empty when operator is {self.operator.value}")
+        return self
+
+
+LABEL_SELECTOR_CEL = [
+    {
+        "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? size(e.values) > 0 : size(e.values) == 0)",
+        "message": "matchExpressions: values must be non-empty for In/NotIn and empty for Exists/DoesNotExist",
+    }
+]
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector. An empty selector matches everything."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": LABEL_SELECTOR_CEL})
+
+    match_labels: dict[str, Annotated[str, StringConstraints(max_length=63)]] = Field(
+        default_factory=dict, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=64, description="Requirements that must all hold."
+    )
+
+
+class Basis(str, Enum):
+    ALLOCATABLE = "Allocatable"
+    CAPACITY = "Capacity"
+
+
+class OvercommitRule(_Model):
+    """NodeOvercommitted: the finite memory limits of a node's pods add up past what it has."""
+
+    enabled: bool = Field(default=True, description="Report overcommitted nodes.")
+    basis: Basis = Field(
+        default=Basis.ALLOCATABLE,
+        description="What the limits are compared with: the node's Allocatable (what the scheduler "
+        "gives pods) or its Capacity (all of its memory).",
+    )
+    max_limits_percent: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="A node is overcommitted when the sum of its pods' finite memory limits exceeds "
+        "this percentage of the basis.",
+    )
+
+
+class MemoryPressureRule(_Model):
+    """NodeMemoryPressure: kubelet reports the node's MemoryPressure condition True."""
+
+    enabled: bool = Field(default=True, description="Report nodes under memory pressure.")
+
+
+class MissingRequestsRule(_Model):
+    """MissingMemoryRequest (and MissingMemoryLimit when requireLimits is set)."""
+
+    enabled: bool = Field(
+        default=True, description="Report containers without a memory request."
+    )
+    require_limits: bool = Field(
+        default=False,
+        description="Also report containers without a memory limit (MissingMemoryLimit), unless a "
+        "pod-level limit bounds them.",
+    )
+
+
+class SilentOOMRule(_Model):
+    """SilentOOMKill: the kernel killed a process in a container that Kubernetes did not restart."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.correlationWindowSeconds <= self.lookbackSeconds",
+                    "message": "correlationWindowSeconds must not exceed lookbackSeconds",
+                    "fieldPath": ".correlationWindowSeconds",
+                }
+            ]
+        }
+    )
+
+    enabled: bool = Field(default=True, description="Report silent OOM kills.")
+    correlation_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="A kill is visible (not silent) when a container of its pod terminated with "
+        "reason OOMKilled within this many seconds of the kernel's report.",
+    )
+    lookback_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="OOM events older than this are no longer reported.",
+    )
+
+    @model_validator(mode="after")
+    def _window_within_lookback(self) -> SilentOOMRule:
+        if self.correlation_window_seconds > self.lookback_seconds:
+            raise ValueError("correlationWindowSeconds must not exceed lookbackSeconds")
+        return self
+
+
+class Rules(_Model):
+    """Which rules run, and their settings. Every rule is enabled by default."""
+
+    overcommit: OvercommitRule = Field(default_factory=OvercommitRule, description=OvercommitRule.__doc__)
+    memory_pressure: MemoryPressureRule = Field(
+        default_factory=MemoryPressureRule, description=MemoryPressureRule.__doc__
+    )
+    missing_requests: MissingRequestsRule = Field(
+        default_factory=MissingRequestsRule, description=MissingRequestsRule.__doc__
+    )
+    silent_oom: SilentOOMRule = Field(
+        default_factory=SilentOOMRule, alias="silentOOM", description=SilentOOMRule.__doc__
+    )
+
+
+class MemoryPolicySpec(_Model):
+    """What a MemoryPolicy checks, and where."""
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Pods in namespaces whose labels match are checked by the pod rules "
+        "(missing requests, silent OOM kills). Unset: all namespaces.",
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Only pods whose labels match are checked by the pod rules. Unset: all pods."
+    )
+    node_selector: LabelSelector | None = Field(
+        default=None,
+        description="Only nodes whose labels match are checked by the node rules (overcommit, memory "
+        "pressure) and for OOM kills. Unset: all nodes.",
+    )
+    rules: Rules = Field(default_factory=Rules, description=Rules.__doc__)
+
+
+class PolicyError(ValueError):
+    """An invalid MemoryPolicy spec. The message names the field."""
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "spec") -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join([prefix, *(str(p) for p in e["loc"])]) if e["loc"] else prefix
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(spec: dict[str, Any] | None) -> MemoryPolicySpec:
+    """Validate a MemoryPolicy ``spec`` (camelCase, as stored in the API)."""
+    try:
+        return MemoryPolicySpec.model_validate(spec or {})
+    except ValidationError as err:
+        raise PolicyError(describe_validation_error(err)) from None
+
+
+def policy_from_manifest(obj: dict[str, Any]) -> tuple[str, MemoryPolicySpec]:
+    """(name, spec) of a MemoryPolicy manifest; PolicyError if it is not a valid one."""
+    if not isinstance(obj, dict):
+        raise PolicyError("not a MemoryPolicy object")
+    kind = obj.get("kind")
+    if kind != KIND:
+        raise PolicyError(f"kind is {kind!r}, expected {KIND!r}")
+    api_version = obj.get("apiVersion", "")
+    if api_version != f"{GROUP}/{VERSION}":
+        raise PolicyError(f"apiVersion is {api_version!r}, expected '{GROUP}/{VERSION}'")
+    name = (obj.get("metadata") or {}).get("name") or "unnamed"
+    return name, parse_spec(obj.get("spec"))
+
+
+
+# --- status ---------------------------------------------------------------------------------
+# The operator writes it; the model documents it and gives the CRD its status schema.
+
+
+class Condition(_Model):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(description="Ready: the policy is valid and was evaluated.")
+    status: str = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="A CamelCase reason for the status.")
+    message: str = Field(default="", description="What happened, for people.")
+    last_transition_time: str | None = Field(default=None, description="When the status last changed.")
+    observed_generation: int | None = Field(default=None, description="The spec generation it is about.")
+
+
+class Summary(_Model):
+    """Counts over everything the policy selects."""
+
+    overcommitted_nodes: int = Field(default=0, description="Nodes whose limits exceed the policy.")
+    nodes_under_memory_pressure: int = Field(default=0, description="Nodes with MemoryPressure=True.")
+    silent_oom_kills: int = Field(
+        default=0, alias="silentOOMKills", description="Silent OOM kill incidents within the lookback."
+    )
+    missing_requests: int = Field(default=0, description="Containers without a memory request.")
+    missing_limits: int = Field(default=0, description="Containers without a memory limit (requireLimits).")
+    oom_kills: int = Field(default=0, alias="oomKills", description="OOM kill incidents within the lookback.")
+    violations: int = Field(default=0, description="All violations (status.violations may hold fewer).")
+    evaluated_nodes: int = Field(default=0, description="Nodes the policy selects.")
+    evaluated_pods: int = Field(default=0, description="Pods the policy selects.")
+
+
+class ViolationStatus(_Model):
+    """One violation, as the operator reports it."""
+
+    rule: str = Field(description="SilentOOMKill, NodeMemoryPressure, NodeOvercommitted, "
+                      "MissingMemoryRequest or MissingMemoryLimit.")
+    kind: str = Field(description="Pod or Node.")
+    namespace: str | None = Field(default=None, description="The pod's namespace.")
+    name: str = Field(description="The pod's or node's name.")
+    container: str | None = Field(default=None, description="The container, where it is about one.")
+    message: str = Field(default="", description="What is wrong, for people.")
+    first_seen: str | None = Field(default=None, description="When the operator first saw it.")
+    last_seen: str | None = Field(default=None, description="When the operator last saw it.")
+
+
+class MemoryPolicyStatus(_Model):
+    """What the operator found. Written by memory-hygiene only."""
+
+    observed_generation: int | None = Field(default=None, description="The spec generation evaluated.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and why.")
+    summary: Summary | None = Field(default=None, description=Summary.__doc__)
+    violations: list[ViolationStatus] = Field(
+        default_factory=list, description="Violations, most severe first, capped (see summary.violations)."
+    )
+    last_evaluation_time: str | None = Field(default=None, description="When the status was last computed.")

@@ -1,0 +1,91 @@
+"""Plain data the rules work on.
+
+Everything here is a small immutable tuple: the operator keeps one per Pod, Node and OOM
+Event in its kopf indexes, so nothing here may hold a whole Kubernetes object body.
+Byte counts are ints; an unknown or unset amount is None. Times are POSIX seconds (float).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+Labels = tuple[tuple[str, str], ...]
+"""Labels as sorted (key, value) pairs, so they hash and compare."""
+
+
+def labels_of(obj: dict) -> Labels:
+    return tuple(sorted(((obj.get("metadata") or {}).get("labels") or {}).items()))
+
+
+class ContainerInfo(NamedTuple):
+    name: str
+    kind: str
+    """"app", "init" (runs to completion before the app containers) or "sidecar"
+    (an init container with restartPolicy Always)."""
+    request: int | None
+    """Effective memory request in bytes (max of spec, allocated and actual), None if unset."""
+    limit: int | None
+    """Effective memory limit in bytes, None if unset (unbounded)."""
+    container_id: str | None
+    """The runtime's container id without its scheme (``containerd://``), from the status."""
+    running: bool
+    oom_finished: tuple[float, ...]
+    """finishedAt of each terminated state/lastState whose reason is OOMKilled."""
+    restart_count: int
+
+
+class PodInfo(NamedTuple):
+    uid: str
+    namespace: str
+    name: str
+    node: str | None
+    phase: str
+    labels: Labels
+    qos: str
+    """"Guaranteed", "Burstable" or "BestEffort"."""
+    request: int
+    """Effective pod memory request in bytes (component-helpers PodRequests), 0 when none."""
+    limit: int | None
+    """Effective finite pod memory limit in bytes, None when some container is unbounded."""
+    containers: tuple[ContainerInfo, ...]
+    reason: str
+    """status.reason (e.g. "Evicted")."""
+    message: str
+    """status.message (kubelet's eviction message)."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def memory_evicted(self) -> bool:
+        """Evicted by kubelet because the node ran low on memory."""
+        return (
+            self.phase == "Failed"
+            and self.reason == "Evicted"
+            and "low on resource: memory" in self.message
+        )
+
+
+class NodeInfo(NamedTuple):
+    name: str
+    uid: str
+    labels: Labels
+    capacity: int | None
+    allocatable: int | None
+    memory_pressure: bool
+    pressure_message: str
+
+
+class OOMEventInfo(NamedTuple):
+    """An Event whose reason is OOMKilling (node-problem-detector, or any source using the
+    same reason) or SystemOOM (kubelet)."""
+
+    uid: str
+    reason: str
+    node: str
+    message: str
+    first_time: float | None
+    last_time: float | None
+    count: int
+    source: str

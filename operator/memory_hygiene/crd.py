@@ -1,0 +1,144 @@
+"""The MemoryPolicy CustomResourceDefinition, generated from the pydantic models.
+
+``crds/memorypolicies.memoryhygiene.io.yaml`` is this module's output, committed; a unit test
+fails when the two drift. Regenerate with ``memory-hygiene crd > crds/memorypolicies.memoryhygiene.io.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .core import policy as p
+
+CRD_FILE = f"{p.PLURAL}.{p.GROUP}.yaml"
+
+PRINTER_COLUMNS = [
+    {"name": "Overcommitted", "type": "integer", "jsonPath": ".status.summary.overcommittedNodes",
+     "description": "Overcommitted nodes"},
+    {"name": "SilentOOMs", "type": "integer", "jsonPath": ".status.summary.silentOOMKills",
+     "description": "Silent OOM kill incidents within the lookback"},
+    {"name": "MissingRequests", "type": "integer", "jsonPath": ".status.summary.missingRequests",
+     "description": "Containers without a memory request"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+     "description": "The policy is valid and evaluated"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Resolve $ref, turn pydantic's JSON Schema into a Kubernetes structural schema."""
+    if isinstance(node, list):
+        return [_inline(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node.pop("$ref").split("/")[-1]])
+        target.update(node)  # keep description/default given at the use site
+        return _inline(target, defs)
+    nullable = False
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        nullable = len(options) < len(node["anyOf"])
+        if len(options) != 1:
+            raise ValueError(f"cannot express anyOf {node['anyOf']} in a structural schema")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        node = {**options[0], **rest}
+        if "$ref" in node:
+            return _inline({**node, "nullable": nullable} if nullable else node, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("title", "$defs"):
+            continue
+        if key == "default" and value is None:
+            continue
+        if key == "properties":
+            out[key] = {k: _inline(v, defs) for k, v in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _inline(value, defs)
+        else:
+            out[key] = value
+    if out.get("additionalProperties") is False:
+        del out["additionalProperties"]  # not allowed with properties; the server prunes unknowns
+    if "properties" in out:
+        out.setdefault("type", "object")
+    if nullable:
+        out["nullable"] = True
+    return out
+
+
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema = _inline(raw, defs)
+    _add_object_defaults(model, schema)
+    return schema
+
+
+def _add_object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """Sub-objects with a default factory default to {} so the API server fills in their
+    defaults and ``kubectl get -o yaml`` shows every setting in force."""
+    for name, f in model.model_fields.items():
+        alias = f.alias or name
+        sub = schema.get("properties", {}).get(alias)
+        ann = f.annotation
+        if sub is None or not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            continue
+        if f.default_factory is not None:
+            sub["default"] = {}
+        _add_object_defaults(ann, sub)
+
+
+def crd() -> dict[str, Any]:
+    spec_schema = schema_of(p.MemoryPolicySpec)
+    spec_schema["default"] = {}
+    status_schema = schema_of(p.MemoryPolicyStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{p.PLURAL}.{p.GROUP}"},
+        "spec": {
+            "group": p.GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": p.KIND,
+                "listKind": f"{p.KIND}List",
+                "plural": p.PLURAL,
+                "singular": p.SINGULAR,
+                "shortNames": p.SHORT_NAMES,
+                "categories": p.CATEGORIES,
+            },
+            "versions": [
+                {
+                    "name": p.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A MemoryPolicy says which memory hygiene rules memory-hygiene "
+                            "checks on which nodes and pods; its status holds what it found.",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = "# Generated by `memory-hygiene crd` from operator/memory_hygiene/core/policy.py. Do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
