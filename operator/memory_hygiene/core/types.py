@@ -32,6 +32,8 @@ class ContainerInfo(NamedTuple):
     oom_finished: tuple[float, ...]
     """finishedAt of each terminated state/lastState whose reason is OOMKilled."""
     restart_count: int
+    score_request: int | None = None
+    """The bytes kubelet's oom_score_adj formula uses for this container (qos.score_requests)."""
 
 
 class PodInfo(NamedTuple):
@@ -52,6 +54,8 @@ class PodInfo(NamedTuple):
     """status.reason (e.g. "Evicted")."""
     message: str
     """status.message (kubelet's eviction message)."""
+    node_critical: bool = False
+    """kubelet gives every container of a node-critical pod oom_score_adj -997."""
 
     @property
     def terminal(self) -> bool:

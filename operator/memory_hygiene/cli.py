@@ -1,0 +1,129 @@
+"""The ``memory-hygiene`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from . import __version__
+
+EXIT_OK, EXIT_VIOLATIONS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .core.policy import PolicyError, parse_spec, policy_from_manifest
+    from .core.engine import evaluate
+    from .core.snapshot import parse_time
+    from .inputs import InputError, load_files, load_live, load_policy
+    from .report_table import render
+
+    try:
+        if args.policy:
+            try:
+                name, spec = policy_from_manifest(load_policy(args.policy))
+            except PolicyError as err:
+                raise InputError(f"{args.policy}: {err}") from None
+        else:
+            name, spec = "default", parse_spec({})
+        snap = load_files(args.file) if args.file else load_live(args.kubeconfig, args.context)
+        if args.now:
+            try:
+                now = parse_time(args.now)
+            except ValueError:
+                now = None
+            if now is None:
+                raise InputError(f"--now: not an RFC 3339 time: {args.now!r}")
+        elif args.file and snap.newest_time is not None:
+            now = snap.newest_time
+        else:
+            now = time.time()
+    except InputError as err:
+        print(f"memory-hygiene audit: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    report = evaluate(name, spec, snap.nodes, snap.pods, snap.events, now, snap.namespaces)
+    for ev in report.unparsed_events:
+        logging.getLogger("memory_hygiene").warning(
+            "skipped %s event %s on node %s: no kernel OOM line in its message %r",
+            ev.reason, ev.uid, ev.node, ev.message[:200],
+        )
+    if args.output == "json":
+        json.dump(report.as_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render(report))
+    return EXIT_VIOLATIONS if report.violations else EXIT_OK
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from .crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .shell.main import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memory-hygiene",
+        description="Keeps Kubernetes memory honest: overcommitted nodes, silent OOM kills, missing requests.",
+    )
+    parser.add_argument("--version", action="version", version=f"memory-hygiene {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    audit = sub.add_parser(
+        "audit",
+        help="evaluate a MemoryPolicy once, over snapshot files or the live cluster",
+        description="Evaluate a MemoryPolicy once and print the report. Exit status: 0 no violations, "
+        "1 violations found, 2 bad input or usage.",
+    )
+    audit.add_argument(
+        "-f", "--file", action="append", metavar="FILE",
+        help="Kubernetes objects (YAML or JSON; a v1 List as `kubectl get namespaces,nodes,pods,events -A "
+        "-o yaml` writes, or a multi-document stream); repeatable; - reads stdin. Without -f: the live "
+        "cluster of the kubeconfig.",
+    )
+    audit.add_argument("--policy", metavar="FILE", help="a MemoryPolicy manifest (default: an empty spec)")
+    audit.add_argument("-o", "--output", choices=["table", "json"], default="table", help="output format")
+    audit.add_argument(
+        "--now", metavar="TIME",
+        help="evaluate as of this RFC 3339 time (default: for files, the newest timestamp in them; for "
+        "the live cluster, now); OOM events older than the policy's lookback are left out",
+    )
+    audit.add_argument("--kubeconfig", help="kubeconfig file for the live cluster (default: $KUBECONFIG)")
+    audit.add_argument("--context", help="kubeconfig context")
+    audit.set_defaults(func=_audit)
+
+    crd = sub.add_parser("crd", help="print the MemoryPolicy CustomResourceDefinition (YAML)")
+    crd.set_defaults(func=_crd)
+
+    run = sub.add_parser(
+        "run",
+        help="run the operator (watches Pods, Nodes and OOM Events; reconciles MemoryPolicies)",
+        description="Run the operator against the cluster of the kubeconfig (or in-cluster).",
+    )
+    from .shell.options import add_run_arguments
+
+    add_run_arguments(run)
+    run.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

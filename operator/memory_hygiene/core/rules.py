@@ -1,0 +1,533 @@
+"""The rules: pure functions of (policy, nodes, pods, OOM events, now).
+
+They are split per object so the operator can re-evaluate only what a change touches:
+``evaluate_node`` for one node and the pods bound to it, ``evaluate_pod`` for one pod,
+``evaluate_oom`` for the OOM events; ``evaluate`` composes them into a whole ``Report``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import kernel
+from .policy import Basis, MemoryPolicySpec
+from .qos import expected_score
+from .selectors import matches
+from .types import NodeInfo, OOMEventInfo, PodInfo
+
+SILENT_OOM = "SilentOOMKill"
+MEMORY_PRESSURE = "NodeMemoryPressure"
+OVERCOMMITTED = "NodeOvercommitted"
+MISSING_REQUEST = "MissingMemoryRequest"
+MISSING_LIMIT = "MissingMemoryLimit"
+RULES = (SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, MISSING_REQUEST, MISSING_LIMIT)
+"""Every rule, most severe first: the order of ``violations``."""
+
+GROUP_KILL_SECONDS = 1.0
+"""Kills in the same container this close together are one incident (cgroup v2 memory.oom.group)."""
+
+
+def fmt_bytes(n: int | None) -> str:
+    """Bytes for people: 3Gi, 1.5Gi, 122Mi, 800Ki, 17B; "?" when unknown."""
+    if n is None:
+        return "?"
+    for unit, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if abs(n) >= size:
+            value = n / size
+            text = f"{value:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{unit}"
+    return f"{n}B"
+
+
+def fmt_time(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    kind: str
+    """"Pod" or "Node": the object the violation is about (and its Event goes on)."""
+    namespace: str | None
+    name: str
+    container: str | None
+    message: str
+    uid: str
+    """The involved object's uid (a Node's own uid; for an OOM kill not tied to a known Node
+    object, the node name, as node-problem-detector does)."""
+    incident: str = ""
+    """Tells apart two OOM incidents in the same container; empty for the other rules."""
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        """Identity across evaluations: the same key is the same violation going on."""
+        return (self.rule, self.kind, self.namespace or "", self.name, self.container or "", self.incident)
+
+    @property
+    def severity(self) -> int:
+        return RULES.index(self.rule)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "container": self.container,
+            "message": self.message,
+        }
+
+
+def sort_violations(violations: Iterable[Violation]) -> list[Violation]:
+    return sorted(
+        violations,
+        key=lambda v: (v.severity, v.namespace or "", v.name, v.container or "", v.incident),
+    )
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    name: str
+    capacity: int | None
+    allocatable: int | None
+    requests: int
+    limits: int
+    pods_without_limit: int
+    limits_percent: float | None
+    overcommitted: bool | None
+    memory_pressure: bool
+    memory_evictions: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "capacityBytes": self.capacity,
+            "allocatableBytes": self.allocatable,
+            "requestsBytes": self.requests,
+            "limitsBytes": self.limits,
+            "podsWithoutLimit": self.pods_without_limit,
+            "limitsPercent": self.limits_percent,
+            "overcommitted": self.overcommitted,
+            "memoryPressure": self.memory_pressure,
+            "memoryEvictions": list(self.memory_evictions),
+        }
+
+
+@dataclass(frozen=True)
+class OOMIncident:
+    node: str
+    time: float | None
+    pid: int
+    process: str
+    oom_score_adj: int | None
+    scope: str
+    namespace: str | None
+    pod: str | None
+    pod_uid: str | None
+    container: str | None
+    attribution: str
+    """"memcg", "oomScoreAdj" or "none"."""
+    silent: bool
+    kills: int = 1
+    """Processes killed in this incident (several for a cgroup v2 group kill)."""
+    anon_rss: int | None = None
+    container_limit: int | None = None
+    restart_count: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "time": fmt_time(self.time),
+            "pid": self.pid,
+            "process": self.process,
+            "oomScoreAdj": self.oom_score_adj,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "container": self.container,
+            "attribution": self.attribution,
+            "silent": self.silent,
+            "scope": self.scope,
+            "kills": self.kills,
+        }
+
+
+@dataclass
+class Report:
+    policy: str
+    nodes: list[NodeReport] = field(default_factory=list)
+    oom_kills: list[OOMIncident] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    evaluated_nodes: int = 0
+    evaluated_pods: int = 0
+    unparsed_events: list[OOMEventInfo] = field(default_factory=list)
+    """OOM events whose message held no kernel OOM line we could read (logged, then skipped)."""
+
+    def summary(self) -> dict[str, int]:
+        return summarize(self.violations, self.oom_kills, self.evaluated_nodes, self.evaluated_pods)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "nodes": [n.as_dict() for n in self.nodes],
+            "oomKills": [k.as_dict() for k in self.oom_kills],
+            "violations": [v.as_dict() for v in self.violations],
+            "summary": self.summary(),
+        }
+
+
+def summarize(
+    violations: Iterable[Violation], oom_kills: Iterable[OOMIncident], evaluated_nodes: int, evaluated_pods: int
+) -> dict[str, int]:
+    counts = {rule: 0 for rule in RULES}
+    total = 0
+    for v in violations:
+        counts[v.rule] += 1
+        total += 1
+    return {
+        "overcommittedNodes": counts[OVERCOMMITTED],
+        "nodesUnderMemoryPressure": counts[MEMORY_PRESSURE],
+        "silentOOMKills": counts[SILENT_OOM],
+        "missingRequests": counts[MISSING_REQUEST],
+        "missingLimits": counts[MISSING_LIMIT],
+        "oomKills": sum(1 for _ in oom_kills),
+        "violations": total,
+        "evaluatedNodes": evaluated_nodes,
+        "evaluatedPods": evaluated_pods,
+    }
+
+
+# --- selection ----------------------------------------------------------------------------
+
+
+def node_selected(spec: MemoryPolicySpec, node: NodeInfo) -> bool:
+    return matches(spec.node_selector, dict(node.labels))
+
+
+def namespace_labels(namespace: str, namespaces: Mapping[str, Mapping[str, str]] | None) -> Mapping[str, str]:
+    """A namespace's labels; one we have not seen has the label the API server always sets."""
+    if namespaces is not None and namespace in namespaces:
+        return namespaces[namespace]
+    return {"kubernetes.io/metadata.name": namespace}
+
+
+def pod_selected(
+    spec: MemoryPolicySpec, pod: PodInfo, namespaces: Mapping[str, Mapping[str, str]] | None
+) -> bool:
+    return matches(spec.pod_selector, dict(pod.labels)) and matches(
+        spec.namespace_selector, namespace_labels(pod.namespace, namespaces)
+    )
+
+
+# --- nodes ----------------------------------------------------------------------------------
+
+
+def evaluate_node(
+    spec: MemoryPolicySpec, node: NodeInfo, pods_on_node: Iterable[PodInfo]
+) -> tuple[NodeReport, list[Violation]]:
+    """The memory picture of one node and its node-rule violations.
+
+    ``pods_on_node``: every pod bound to the node, whatever the selectors say (a node's
+    overcommit is about all of its pods). Pods in phase Succeeded or Failed hold no memory and
+    are not counted; those kubelet evicted for memory are listed in ``memory_evictions``.
+    """
+    requests = limits = without_limit = 0
+    live = 0
+    evicted: list[str] = []
+    for pod in pods_on_node:
+        if pod.terminal:
+            if pod.memory_evicted:
+                evicted.append(f"{pod.namespace}/{pod.name}")
+            continue
+        live += 1
+        requests += pod.request
+        if pod.limit is None:
+            without_limit += 1
+        else:
+            limits += pod.limit
+    evicted.sort()
+
+    rule = spec.rules.overcommit
+    basis = node.allocatable if rule.basis is Basis.ALLOCATABLE else node.capacity
+    if basis:
+        percent: float | None = round(100.0 * limits / basis, 1)
+        overcommitted: bool | None = limits * 100 > rule.max_limits_percent * basis
+    else:
+        percent, overcommitted = None, None
+    report = NodeReport(
+        name=node.name,
+        capacity=node.capacity,
+        allocatable=node.allocatable,
+        requests=requests,
+        limits=limits,
+        pods_without_limit=without_limit,
+        limits_percent=percent,
+        overcommitted=overcommitted,
+        memory_pressure=node.memory_pressure,
+        memory_evictions=tuple(evicted),
+    )
+
+    violations: list[Violation] = []
+    basis_name = rule.basis.value.lower()
+    if rule.enabled and overcommitted:
+        text = (
+            f"memory limits of {live - without_limit} pods add up to {fmt_bytes(limits)}, "
+            f"{percent:g}% of {basis_name} {fmt_bytes(basis)} (policy allows {rule.max_limits_percent}%); "
+            f"requests {fmt_bytes(requests)}"
+        )
+        if without_limit:
+            text += f"; {without_limit} more pods have no memory limit and are not counted"
+        violations.append(Violation(OVERCOMMITTED, "Node", None, node.name, None, text, node.uid))
+    if spec.rules.memory_pressure.enabled and node.memory_pressure:
+        text = "kubelet reports MemoryPressure"
+        if node.pressure_message:
+            text += f" ({node.pressure_message})"
+        if overcommitted:
+            text += f"; the node is also overcommitted: limits {percent:g}% of {basis_name}"
+        if evicted:
+            text += f"; evicted for memory: {', '.join(evicted)}"
+        violations.append(Violation(MEMORY_PRESSURE, "Node", None, node.name, None, text, node.uid))
+    return report, violations
+
+
+# --- pods -----------------------------------------------------------------------------------
+
+
+def evaluate_pod(spec: MemoryPolicySpec, pod: PodInfo) -> list[Violation]:
+    """MissingMemoryRequest / MissingMemoryLimit for one (selected) pod's long-running
+    containers: app containers and sidecars. Finished pods are not reported."""
+    rule = spec.rules.missing_requests
+    if not rule.enabled or pod.terminal:
+        return []
+    out: list[Violation] = []
+    for c in pod.containers:
+        if c.kind == "init":
+            continue
+        if c.request is None:
+            out.append(
+                Violation(
+                    MISSING_REQUEST, "Pod", pod.namespace, pod.name, c.name,
+                    f"container {c.name} has no memory request: the scheduler does not count it "
+                    f"and the pod ({pod.qos}) is among the first the kernel and kubelet kill",
+                    pod.uid,
+                )
+            )
+        if rule.require_limits and c.limit is None and pod.limit is None:
+            out.append(
+                Violation(
+                    MISSING_LIMIT, "Pod", pod.namespace, pod.name, c.name,
+                    f"container {c.name} has no memory limit: it may use all of its node's memory",
+                    pod.uid,
+                )
+            )
+    return out
+
+
+# --- OOM kills ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Kill:
+    node: str
+    time: float | None
+    k: kernel.OOMKill
+
+
+def _event_time(ev: OOMEventInfo) -> float | None:
+    return ev.first_time if ev.first_time is not None else ev.last_time
+
+
+def _kills_from_events(
+    events: Iterable[OOMEventInfo], since: float, window: float, unparsed: list[OOMEventInfo]
+) -> list[_Kill]:
+    """Every kill the events tell of, once: the same pid on the same node reported twice
+    (NPD's OOMKilling and kubelet's SystemOOM, or a repeated event) is one kill."""
+    seen: dict[tuple[str, int], list[_Kill]] = defaultdict(list)
+    for ev in events:
+        last = ev.last_time if ev.last_time is not None else ev.first_time
+        if last is not None and last < since:
+            continue
+        kills = kernel.parse_oom_text(ev.message)
+        if not kills:
+            unparsed.append(ev)
+            continue
+        t = _event_time(ev)
+        for k in kills:
+            same_pid = seen[(ev.node, k.pid)]
+            for i, prev in enumerate(same_pid):
+                if prev.time is None or t is None or abs(prev.time - t) <= window:
+                    same_pid[i] = _Kill(ev.node, min_time(prev.time, t), _richer(prev.k, k))
+                    break
+            else:  # first report of this kill (or the pid was reused later)
+                same_pid.append(_Kill(ev.node, t, k))
+    out = [k for group in seen.values() for k in group]
+    return sorted(out, key=lambda x: (x.node, x.time or 0.0, x.k.pid))
+
+
+def min_time(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _richer(a: kernel.OOMKill, b: kernel.OOMKill) -> kernel.OOMKill:
+    """Merge two reports of one kill, keeping every field either one knows."""
+    merged = {f: getattr(a, f) if getattr(a, f) is not None else getattr(b, f) for f in a._fields}
+    if a.scope == "system" and b.scope != "system":
+        merged["scope"] = b.scope
+    return kernel.OOMKill(**merged)
+
+
+def _attribute(
+    k: _Kill, node: NodeInfo | None, pods_on_node: Sequence[PodInfo], pods_by_uid: Mapping[str, PodInfo]
+) -> tuple[str, PodInfo | None, str | None]:
+    """(attribution, pod, container name) for one kill: memcg path first, else the
+    oom_score_adj fingerprint when exactly one running container fits."""
+    if k.k.pod_uid:
+        pod = pods_by_uid.get(k.k.pod_uid)
+        if pod is not None:
+            container = None
+            if k.k.container_id:
+                for c in pod.containers:
+                    if c.container_id and c.container_id == k.k.container_id:
+                        container = c.name
+            if container is None:
+                long_running = [c for c in pod.containers if c.kind != "init"]
+                if len(long_running) == 1:
+                    container = long_running[0].name
+            return "memcg", pod, container
+    if k.k.oom_score_adj is None or node is None or not node.capacity:
+        return "none", None, None
+    candidates: list[tuple[PodInfo, str]] = []
+    for pod in pods_on_node:
+        if pod.terminal:
+            continue
+        for c in pod.containers:
+            if not c.running:
+                continue
+            if expected_score(pod, c, node.capacity) != k.k.oom_score_adj:
+                continue
+            if k.k.scope == "memcg":
+                # The process lived in this container's cgroup, so the limit held its anon-rss.
+                if c.limit is None or (k.k.anon_rss_bytes is not None and c.limit < k.k.anon_rss_bytes):
+                    continue
+            candidates.append((pod, c.name))
+    if len(candidates) == 1:
+        return "oomScoreAdj", candidates[0][0], candidates[0][1]
+    return "none", None, None
+
+
+def _visible(pods: Iterable[PodInfo], t: float | None, window: float) -> bool:
+    """Kubernetes saw it: some container terminated OOMKilled within ``window`` of ``t``."""
+    for pod in pods:
+        for c in pod.containers:
+            for finished in c.oom_finished:
+                if t is None or abs(finished - t) <= window:
+                    return True
+    return False
+
+
+def evaluate_oom(
+    spec: MemoryPolicySpec,
+    events: Iterable[OOMEventInfo],
+    nodes: Mapping[str, NodeInfo],
+    pods_by_node: Mapping[str, Sequence[PodInfo]],
+    pods_by_uid: Mapping[str, PodInfo],
+    now: float,
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
+) -> tuple[list[OOMIncident], list[Violation], list[OOMEventInfo]]:
+    """OOM incidents within the lookback, and a SilentOOMKill violation for each silent one.
+
+    ``nodes`` are the nodes the policy selects that we know of; an event about another node is
+    reported only when the policy has no node selector (the Node object may be gone).
+    Returns (incidents, violations, unparsed events).
+    """
+    rule = spec.rules.silent_oom
+    if not rule.enabled:
+        return [], [], []
+    window = float(rule.correlation_window_seconds)
+    unparsed: list[OOMEventInfo] = []
+    kills = _kills_from_events(events, now - rule.lookback_seconds, window, unparsed)
+
+    incidents: list[OOMIncident] = []
+    open_incident: dict[tuple[str, str, str], int] = {}
+    for k in kills:
+        node = nodes.get(k.node)
+        if node is None and spec.node_selector is not None:
+            continue
+        on_node = pods_by_node.get(k.node, ())
+        attribution, pod, container = _attribute(k, node, on_node, pods_by_uid)
+        if pod is not None and not pod_selected(spec, pod, namespaces):
+            continue
+        silent = not _visible([pod] if pod is not None else on_node, k.time, window)
+        cinfo = next((c for c in pod.containers if c.name == container), None) if pod else None
+        incident = OOMIncident(
+            node=k.node,
+            time=k.time,
+            pid=k.k.pid,
+            process=k.k.process,
+            oom_score_adj=k.k.oom_score_adj,
+            scope=k.k.scope,
+            namespace=pod.namespace if pod else None,
+            pod=pod.name if pod else None,
+            pod_uid=pod.uid if pod else None,
+            container=container,
+            attribution=attribution,
+            silent=silent,
+            anon_rss=k.k.anon_rss_bytes,
+            container_limit=cinfo.limit if cinfo else None,
+            restart_count=cinfo.restart_count if cinfo else None,
+        )
+        if pod is not None and container is not None:
+            gkey = (k.node, pod.uid, container)
+            idx = open_incident.get(gkey)
+            if idx is not None:
+                first = incidents[idx]
+                if first.time is not None and k.time is not None and k.time - first.time <= GROUP_KILL_SECONDS:
+                    incidents[idx] = _merge_group_kill(first, incident)
+                    continue
+            open_incident[gkey] = len(incidents)
+        incidents.append(incident)
+
+    violations = [_silent_violation(i, nodes.get(i.node)) for i in incidents if i.silent]
+    return incidents, violations, unparsed
+
+
+def _merge_group_kill(first: OOMIncident, other: OOMIncident) -> OOMIncident:
+    return replace(first, kills=first.kills + other.kills, silent=first.silent and other.silent)
+
+
+def _silent_violation(i: OOMIncident, node: NodeInfo | None) -> Violation:
+    when = fmt_time(i.time) or "at an unknown time"
+    what = f"process {i.process} (pid {i.pid})"
+    if i.kills > 1:
+        what += f" and {i.kills - 1} more"
+    rss = f", anon-rss {fmt_bytes(i.anon_rss)}" if i.anon_rss is not None else ""
+    incident = f"{i.node}/{i.pid}/{int(i.time or 0)}"
+    if i.pod is not None:
+        where = f"container {i.container}" if i.container else "a container"
+        limit = f" (memory limit {fmt_bytes(i.container_limit)})" if i.container_limit is not None else ""
+        how = "memcg path" if i.attribution == "memcg" else f"oom_score_adj {i.oom_score_adj}"
+        restarts = f"restartCount {i.restart_count}, " if i.restart_count is not None else ""
+        text = (
+            f"the kernel OOM-killed {what}{rss} in {where}{limit} of pod {i.namespace}/{i.pod} "
+            f"on node {i.node} at {when}; the container kept running ({restarts}no OOMKilled "
+            f"termination), so Kubernetes did not restart it and recorded nothing [attributed by {how}]"
+        )
+        return Violation(SILENT_OOM, "Pod", i.namespace, i.pod, i.container, text, i.pod_uid or "", incident)
+    score = f", oom_score_adj {i.oom_score_adj}" if i.oom_score_adj is not None else ""
+    why = ("the oom_score_adj fingerprint matched no single running container" if i.oom_score_adj is not None
+           else "the kernel line has no oom_score_adj either")
+    text = (
+        f"the kernel OOM-killed {what}{rss}{score} on node {i.node} at {when} and no container there "
+        f"terminated OOMKilled; the pod could not be identified (no memcg path; {why})"
+    )
+    uid = node.uid if node is not None else i.node
+    return Violation(SILENT_OOM, "Node", None, i.node, None, text, uid, incident)

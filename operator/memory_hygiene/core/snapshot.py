@@ -1,0 +1,181 @@
+"""Kubernetes object dicts -> the small tuples of ``core.types``.
+
+Input is a Pod or Node as the API serves it (``kubectl get -o json``, a kopf body): camelCase
+keys, quantities as strings, times as RFC 3339 strings. Anything we cannot interpret raises
+``MalformedObjectError`` (a ValueError) naming the object and the field, never a bare
+KeyError/TypeError.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from .qos import is_node_critical, qos_class, score_requests
+from .quantity import MalformedObjectError, QuantityError, parse_bytes
+from .resources import container_memory, containers, mapping, pod_memory, sequence
+from .types import ContainerInfo, NodeInfo, PodInfo, labels_of
+
+__all__ = ["MalformedObjectError", "TimeFormatError", "node_info", "parse_time", "pod_info"]
+
+
+class TimeFormatError(ValueError):
+    """A string is not an RFC 3339 timestamp."""
+
+
+# metav1.Time is RFC 3339 with second precision ("2024-05-01T10:00:00Z"), metav1.MicroTime has
+# six fractional digits; Go's time.RFC3339Nano allows up to nine and any offset.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
+def parse_time(s: str | None) -> float | None:
+    """An RFC 3339 time (``Z`` or ``+hh:mm``, optional fraction) as POSIX seconds.
+
+    None and "" give None; anything else that is not RFC 3339 raises TimeFormatError.
+    """
+    if s is None or s == "":
+        return None
+    if not isinstance(s, str):
+        raise TimeFormatError(f"invalid time {s!r}: not a string")
+    m = _RFC3339.fullmatch(s)
+    if not m:
+        raise TimeFormatError(f"invalid time {s!r}: not RFC 3339")
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    fraction, sign, off_h, off_m = m.group(7, 8, 9, 10)
+    offset = timedelta()
+    if sign:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise TimeFormatError(f"invalid time {s!r}: bad UTC offset")
+        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
+    try:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
+    except ValueError as exc:
+        raise TimeFormatError(f"invalid time {s!r}: {exc}") from exc
+    return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def _time(obj: dict, value: object, field: str) -> float | None:
+    try:
+        return parse_time(value)  # type: ignore[arg-type]
+    except TimeFormatError as exc:
+        raise MalformedObjectError(obj, field, str(exc)) from exc
+
+
+def _str(obj: dict, value: object, field: str, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise MalformedObjectError(obj, field, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _labels(obj: dict):
+    meta = mapping(obj, obj.get("metadata"), "metadata")
+    labels = mapping(obj, meta.get("labels"), "metadata.labels")
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise MalformedObjectError(obj, f"metadata.labels.{key}", "label value is not a string")
+    return labels_of(obj)
+
+
+def _container_id(obj: dict, value: object, field: str) -> str | None:
+    """``containerd://abc`` -> ``abc`` (also ``cri-o://``, ``docker://``); None if unset."""
+    raw = _str(obj, value, field)
+    return raw.partition("://")[2] if "://" in raw else (raw or None)
+
+
+def _oom_times(obj: dict, cs: dict, path: str) -> tuple[float, ...]:
+    """finishedAt of ``state.terminated`` and ``lastState.terminated`` whose reason is OOMKilled."""
+    found = []
+    for key in ("lastState", "state"):
+        state = mapping(obj, cs.get(key), f"{path}.{key}")
+        term = mapping(obj, state.get("terminated"), f"{path}.{key}.terminated")
+        if term.get("reason") == "OOMKilled":
+            t = _time(obj, term.get("finishedAt"), f"{path}.{key}.terminated.finishedAt")
+            if t is not None:
+                found.append(t)
+    return tuple(sorted(found))
+
+
+def pod_info(pod: dict) -> PodInfo:
+    """A Pod object as a PodInfo (effective memory, QoS, per-container runtime state)."""
+    if not isinstance(pod, dict):
+        raise MalformedObjectError(pod, "", "a Pod must be a JSON object")
+    meta = mapping(pod, pod.get("metadata"), "metadata")
+    spec = mapping(pod, pod.get("spec"), "spec")
+    status = mapping(pod, pod.get("status"), "status")
+    request, limit = pod_memory(pod)
+    scores = score_requests(pod)
+    infos = []
+    for c, mem in zip(containers(pod), container_memory(pod), strict=True):
+        cs, path = c.status or {}, c.status_path
+        state = mapping(pod, cs.get("state"), f"{path}.state")
+        restarts = cs.get("restartCount", 0)
+        if isinstance(restarts, bool) or not isinstance(restarts, int):
+            raise MalformedObjectError(pod, f"{path}.restartCount", f"not an integer: {restarts!r}")
+        infos.append(
+            ContainerInfo(
+                name=c.name,
+                kind=c.kind,
+                request=mem.request,
+                limit=mem.limit,
+                container_id=_container_id(pod, cs.get("containerID"), f"{path}.containerID"),
+                running=state.get("running") is not None,
+                oom_finished=_oom_times(pod, cs, path),
+                restart_count=restarts,
+                score_request=scores.get(c.name),
+            )
+        )
+    return PodInfo(
+        uid=_str(pod, meta.get("uid"), "metadata.uid"),
+        namespace=_str(pod, meta.get("namespace"), "metadata.namespace"),
+        name=_str(pod, meta.get("name"), "metadata.name"),
+        node=_str(pod, spec.get("nodeName"), "spec.nodeName") or None,
+        phase=_str(pod, status.get("phase"), "status.phase") or "Unknown",
+        labels=_labels(pod),
+        qos=qos_class(pod),
+        request=request,
+        limit=limit,
+        containers=tuple(infos),
+        reason=_str(pod, status.get("reason"), "status.reason"),
+        message=_str(pod, status.get("message"), "status.message"),
+        node_critical=is_node_critical(pod),
+    )
+
+
+def _memory(node: dict, resources: object, field: str) -> int | None:
+    rl = mapping(node, resources, field)
+    if rl.get("memory") is None:
+        return None
+    try:
+        return parse_bytes(rl["memory"])
+    except QuantityError as exc:
+        raise MalformedObjectError(node, f"{field}.memory", str(exc)) from exc
+
+
+def node_info(node: dict) -> NodeInfo:
+    """A Node object as a NodeInfo (memory capacity/allocatable, MemoryPressure condition)."""
+    if not isinstance(node, dict):
+        raise MalformedObjectError(node, "", "a Node must be a JSON object")
+    meta = mapping(node, node.get("metadata"), "metadata")
+    status = mapping(node, node.get("status"), "status")
+    pressure, message = False, ""
+    for i, cond in enumerate(sequence(node, status.get("conditions"), "status.conditions")):
+        cond = mapping(node, cond, f"status.conditions[{i}]")
+        if cond.get("type") == "MemoryPressure":
+            pressure = cond.get("status") == "True"
+            message = _str(node, cond.get("message"), f"status.conditions[{i}].message")
+            break
+    return NodeInfo(
+        name=_str(node, meta.get("name"), "metadata.name"),
+        uid=_str(node, meta.get("uid"), "metadata.uid"),
+        labels=_labels(node),
+        capacity=_memory(node, status.get("capacity"), "status.capacity"),
+        allocatable=_memory(node, status.get("allocatable"), "status.allocatable"),
+        memory_pressure=pressure,
+        pressure_message=message,
+    )

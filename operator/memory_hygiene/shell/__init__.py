@@ -1,0 +1,1 @@
+"""The thin shell around the core: kopf handlers, API writes, metrics."""

@@ -1,0 +1,82 @@
+"""``memory-hygiene run``: the operator process (kopf + the HTTP endpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+log = logging.getLogger("memory_hygiene")
+
+
+async def _http(rt: Any, host: str, port: int) -> Any:
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    started = time.monotonic()
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Alive while the reconcile loop task runs (it only ends by crashing or shutdown).
+        dead = [t.get_name() for t in rt.tasks if t.done()]
+        if dead:
+            return web.Response(status=500, text=f"stopped: {', '.join(dead)}\n")
+        return web.Response(text=f"ok, up {time.monotonic() - started:.0f}s\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if not rt.ready.is_set():
+            return web.Response(status=503, text="caches are still filling from the initial LIST\n")
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving /metrics, /healthz and /readyz on %s:%d", host, port)
+    return runner
+
+
+async def _main(args: argparse.Namespace) -> None:
+    import kopf
+
+    from . import operator  # registers the handlers
+
+    rt = operator.runtime()
+    o = rt.options
+    o.max_status_violations = args.max_status_violations
+    o.event_burst, o.event_refill_seconds, o.event_qps = args.event_burst, args.event_refill_seconds, args.event_qps
+    runner = await _http(rt, args.http_host, args.http_port) if args.http_port else None
+    try:
+        await kopf.operator(
+            clusterwide=True,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            priority=args.priority,
+        )
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for h in logging.getLogger().handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.max_status_violations < 1 or args.event_burst < 1 or args.event_refill_seconds <= 0:
+        log.error("--max-status-violations and --event-burst must be >= 1, --event-refill-seconds > 0")
+        return 2
+    try:
+        asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        pass
+    return 0

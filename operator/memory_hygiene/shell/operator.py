@@ -1,0 +1,418 @@
+"""The kopf operator: read-only watches of Pods, Nodes, Namespaces and OOM Events, and one
+reconcile loop that evaluates every MemoryPolicy incrementally.
+
+House rule: Pods, Nodes, Namespaces and Events are only *indexed* (``@kopf.index``) and
+*watched* (``@kopf.on.event``, returning None, never touching ``patch``). The operator writes
+nothing but Events and MemoryPolicy status. MemoryPolicies are watched with ``on.event`` too, so
+kopf keeps no progress or diff-base annotations on them either.
+
+Runnable as ``memory-hygiene run`` or as ``kopf run -m memory_hygiene.shell.operator -A``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from ..core import policy as P
+from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine
+from ..core.events import oom_event_info
+from ..core.rules import RULES, SILENT_OOM, Violation
+from ..core.snapshot import node_info, pod_info
+from ..core.types import NodeInfo, OOMEventInfo, PodInfo
+from . import metrics
+from .events import EventSink, Target
+from .status import build_status, comparable, invalid_status, iso, seen_from_status, status_key
+
+log = logging.getLogger("memory_hygiene.operator")
+
+
+@dataclass
+class Options:
+    max_status_violations: int = 100
+    event_burst: int = 25
+    event_refill_seconds: float = 300.0
+    event_qps: float = 10.0
+    debounce_seconds: float = 0.05
+    resync_seconds: float = 30.0
+    """How often buckets with OOM events are looked at again, as events age out of the lookback."""
+
+    @classmethod
+    def from_env(cls) -> Options:
+        o = cls()
+        for f, conv in (("max_status_violations", int), ("event_burst", int), ("event_refill_seconds", float),
+                        ("event_qps", float), ("resync_seconds", float)):
+            value = os.environ.get(f"MEMORY_HYGIENE_{f.upper()}")
+            if value:
+                setattr(o, f, conv(value))
+        return o
+
+
+@dataclass
+class PolicyState:
+    name: str
+    uid: str
+    generation: int | None
+    engine: PolicyEngine | None
+    error: str | None = None
+    active: dict[tuple, float] = field(default_factory=dict)
+    """Violation key -> when first seen."""
+    messages: dict[tuple, Violation] = field(default_factory=dict)
+    last_status: dict[str, Any] | None = None
+    seeded_first_seen: dict[tuple, str] = field(default_factory=dict)
+    needs_write: bool = True
+
+
+class Runtime:
+    """Everything the handlers share. One per operator process."""
+
+    def __init__(self) -> None:
+        self.options = Options.from_env()
+        self.ready = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.dirty: set[str] = set()
+        self.full = True
+        self.policies: dict[str, PolicyState] = {}
+        self.indexes: dict[str, Any] = {}
+        self.sink: EventSink | None = None
+        self.api: Any = None
+        self.custom: Any = None
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def mark(self, *buckets: str) -> None:
+        self.dirty.update(buckets)
+        self.changed.set()
+
+    def mark_all(self) -> None:
+        self.full = True
+        self.changed.set()
+
+    # --- the cluster, as the kopf indexes hold it --------------------------------------------
+
+    def view(self) -> ClusterView:
+        pods, nodes, events, namespaces = (
+            self.indexes["mh_pods"], self.indexes["mh_nodes"], self.indexes["mh_oom_events"],
+            self.indexes["mh_namespaces"],
+        )
+
+        def one(index: Any, key: str) -> Any:
+            store = index.get(key)
+            return next(iter(store), None) if store else None
+
+        def many(index: Any, key: str) -> Collection[Any]:
+            store = index.get(key)
+            return list(store) if store else ()
+
+        ns_labels = {name: dict(next(iter(store))) for name, store in namespaces.items() if store}
+        return ClusterView(
+            node=lambda n: one(nodes, n),
+            pods_on=lambda b: many(pods, b),
+            events_on=lambda b: many(events, b),
+            namespaces=ns_labels,
+            buckets=lambda: set(nodes.keys()) | set(pods.keys()) | set(events.keys()) | {UNSCHEDULED},
+        )
+
+
+
+RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    global RUNTIME
+    if RUNTIME is None:
+        RUNTIME = Runtime()
+    return RUNTIME
+
+
+# --- indexes: tiny tuples, never bodies --------------------------------------------------------
+
+
+@kopf.index("pods")
+def mh_pods(body: kopf.Body, logger: logging.Logger, **_: Any) -> dict[str, PodInfo] | None:
+    try:
+        info = pod_info(dict(body))
+    except ValueError as err:
+        logger.warning("pod left out: %s", err)
+        return None
+    return {info.node or UNSCHEDULED: info}
+
+
+@kopf.index("nodes")
+def mh_nodes(body: kopf.Body, logger: logging.Logger, **_: Any) -> dict[str, NodeInfo] | None:
+    try:
+        info = node_info(dict(body))
+    except ValueError as err:
+        logger.warning("node left out: %s", err)
+        return None
+    return {info.name: info}
+
+
+@kopf.index("events")
+def mh_oom_events(body: kopf.Body, logger: logging.Logger, **_: Any) -> dict[str, OOMEventInfo] | None:
+    try:
+        info = oom_event_info(dict(body))
+    except ValueError as err:
+        logger.warning("OOM event left out: %s", err)
+        return None
+    return {info.node: info} if info is not None else None
+
+
+@kopf.index("namespaces")
+def mh_namespaces(name: str, labels: Any, **_: Any) -> dict[str, tuple[tuple[str, str], ...]]:
+    return {name: tuple(sorted(labels.items()))}
+
+
+# --- watches: mark what changed ----------------------------------------------------------------
+# kopf runs these only once every index is filled from its initial LIST, so the first call of
+# any of them means the cache is complete.
+
+
+@kopf.on.event("pods")
+def pod_event(body: kopf.Body, **_: Any) -> None:
+    metrics.WATCH_EVENTS.labels(resource="pods").inc()
+    rt = runtime()
+    node = (body.get("spec") or {}).get("nodeName") or UNSCHEDULED
+    phase = (body.get("status") or {}).get("phase")
+    rt.mark(node, UNSCHEDULED) if phase in (None, "Pending") and node != UNSCHEDULED else rt.mark(node)
+    rt.ready.set()
+
+
+@kopf.on.event("nodes")
+def node_event(name: str, **_: Any) -> None:
+    metrics.WATCH_EVENTS.labels(resource="nodes").inc()
+    rt = runtime()
+    rt.mark(name)
+    rt.ready.set()
+
+
+@kopf.on.event("events")
+def event_event(body: kopf.Body, **_: Any) -> None:
+    metrics.WATCH_EVENTS.labels(resource="events").inc()
+    info = oom_event_info(dict(body))
+    rt = runtime()
+    if info is not None:
+        rt.mark(info.node)
+    rt.ready.set()
+
+
+@kopf.on.event("namespaces")
+def namespace_event(**_: Any) -> None:
+    metrics.WATCH_EVENTS.labels(resource="namespaces").inc()
+    rt = runtime()
+    rt.mark_all()
+    rt.ready.set()
+
+
+@kopf.on.event(P.GROUP, P.VERSION, P.PLURAL)
+def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    rt = runtime()
+    rt.ready.set()
+    meta = body.get("metadata") or {}
+    if type == "DELETED":
+        rt.policies.pop(name, None)
+        for rule in RULES:
+            try:
+                metrics.VIOLATIONS.remove(name, rule)
+            except KeyError:
+                pass
+        return
+    generation = meta.get("generation")
+    uid = meta.get("uid", "")
+    state = rt.policies.get(name)
+    if state is not None and state.uid == uid and state.generation == generation:
+        return  # our own status write, or a label change: nothing to evaluate again
+    previous_status = dict(body.get("status") or {})
+    try:
+        spec = P.parse_spec(dict(body.get("spec") or {}))
+        engine, error = PolicyEngine(name, spec), None
+    except P.PolicyError as err:
+        engine, error = None, str(err)
+        logger.error("invalid MemoryPolicy %s: %s", name, err)
+    new = PolicyState(name=name, uid=uid, generation=generation, engine=engine, error=error)
+    if state is not None and state.uid == uid:
+        new.active, new.messages, new.last_status = state.active, state.messages, state.last_status
+    else:
+        new.last_status = previous_status or None
+        new.seeded_first_seen = seen_from_status(previous_status)
+    rt.policies[name] = new
+    rt.changed.set()
+
+
+# --- the reconcile loop ------------------------------------------------------------------------
+
+
+def _target_of(v: Violation) -> Target:
+    if v.kind == "Pod":
+        return Target("v1", "Pod", v.name, v.uid, v.namespace)
+    return Target("v1", "Node", v.name, v.uid)
+
+
+def _policy_target(state: PolicyState) -> Target:
+    return Target(f"{P.GROUP}/{P.VERSION}", P.KIND, state.name, state.uid)
+
+
+def _object_text(v: Violation) -> str:
+    text = f"{v.kind} {v.namespace}/{v.name}" if v.namespace else f"{v.kind} {v.name}"
+    return text + (f" container {v.container}" if v.container else "")
+
+
+def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Violation], now: float,
+                         view: ClusterView) -> None:
+    """Events for violations that started or ended since the last pass."""
+    current_by_key = {v.key: v for v in current}
+    sink = rt.sink
+    started = [v for k, v in current_by_key.items() if k not in state.active]
+    ended = [v for k, v in state.messages.items() if k not in current_by_key]
+    for v in started:
+        state.active[v.key] = now
+        if sink is not None:
+            identity = "\0".join(v.key)
+            sink.announce(_target_of(v), identity, v.rule, v.message, started=True)
+            sink.announce(_policy_target(state), "\0".join(v.key), v.rule, f"{_object_text(v)}: {v.message}",
+                          started=True)
+    alive: set[str] | None = None
+    for v in ended:
+        state.active.pop(v.key, None)
+        if sink is None or v.rule == SILENT_OOM:
+            continue  # an OOM kill does not "end": it ages out of the lookback
+        reason = f"{v.rule}Resolved"
+        text = f"{_object_text(v)} no longer violates {v.rule}"
+        identity = "\0".join(v.key)
+        if v.kind == "Node":
+            exists = view.node(v.name) is not None
+        else:
+            if alive is None:  # only on passes where a pod violation ended
+                alive = {p.uid for b in view.buckets() for p in view.pods_on(b)}
+            exists = v.uid in alive
+        if exists:  # no Event on a deleted object; the policy still tells it
+            sink.announce(_target_of(v), identity, reason, text, started=False)
+        sink.announce(_policy_target(state), identity, reason, text, started=False)
+    state.messages = current_by_key
+
+
+async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) -> None:
+    if comparable(status) == comparable(state.last_status) and not state.needs_write:
+        return
+    try:
+        await asyncio.to_thread(
+            rt.custom.patch_cluster_custom_object_status, P.GROUP, P.VERSION, P.PLURAL, state.name,
+            {"status": status},
+        )
+        state.last_status = status
+        state.needs_write = False
+        metrics.STATUS_WRITES.labels(result="ok").inc()
+    except Exception as err:  # noqa: BLE001 - logged, retried on the next pass
+        metrics.STATUS_WRITES.labels(result="error").inc()
+        log.warning("could not write the status of MemoryPolicy %s: %s", state.name, err)
+
+
+async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> None:
+    view = rt.view()
+    for state in list(rt.policies.values()):
+        if state.engine is None:
+            status = invalid_status(state.error or "invalid spec", state.generation, state.last_status, now)
+            await write_status(rt, state, status)
+            continue
+        started = time.perf_counter()
+        first_pass = not state.engine.results and dirty is not None
+        unparsed = state.engine.refresh(view, None if first_pass else dirty, now)
+        metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
+        for ev in unparsed:
+            metrics.UNPARSED_OOM_EVENTS.inc()
+            log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
+                        ev.message[:200])
+        current = list(state.engine.violations())
+        announce_transitions(rt, state, current, now, view)
+        first_seen = dict(state.seeded_first_seen)
+        for key, t in state.active.items():
+            v = state.messages.get(key)
+            if v is not None:
+                skey = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
+                first_seen.setdefault(skey, iso(t))
+        status = build_status(state.engine, state.generation, first_seen, state.last_status,
+                              rt.options.max_status_violations, now)
+        _export_metrics(state)
+        await write_status(rt, state, status)
+
+
+def _export_metrics(state: PolicyState) -> None:
+    assert state.engine is not None
+    s = state.engine.summary()
+    for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
+                      (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
+                      ("MissingMemoryLimit", "missingLimits")):
+        metrics.VIOLATIONS.labels(policy=state.name, rule=rule).set(s[key])
+
+
+async def reconcile_loop(rt: Runtime) -> None:
+    await rt.ready.wait()
+    log.info("caches are filled; evaluating policies")
+    while True:
+        try:
+            await asyncio.wait_for(rt.changed.wait(), timeout=rt.options.resync_seconds)
+        except asyncio.TimeoutError:
+            pass
+        await asyncio.sleep(rt.options.debounce_seconds)  # let a burst of watch events coalesce
+        rt.changed.clear()
+        dirty: set[str] | None = None if rt.full else rt.dirty
+        rt.dirty, rt.full = set(), False
+        try:
+            await reconcile_once(rt, dirty, time.time())
+        except Exception:  # noqa: BLE001 - keep the loop alive; the next pass evaluates everything
+            log.exception("reconcile pass failed")
+            rt.full = True
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwargs: Any) -> None:
+    from kubernetes import client, config
+
+    rt = runtime()
+    configure(settings)
+    for name in ("mh_pods", "mh_nodes", "mh_oom_events", "mh_namespaces"):
+        rt.indexes[name] = kwargs[name]
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        await asyncio.to_thread(config.load_kube_config, os.environ.get("KUBECONFIG"))
+    rt.api = client.CoreV1Api()
+    rt.custom = client.CustomObjectsApi()
+    instance = os.environ.get("POD_NAME") or socket.gethostname()
+    o = rt.options
+    rt.sink = EventSink(rt.api, instance, o.event_burst, o.event_refill_seconds, o.event_qps)
+    n = await rt.sink.preload()
+    logger.info("found %d events posted by earlier runs", n)
+    rt.tasks.append(asyncio.create_task(rt.sink.run(), name="memory-hygiene events"))
+    rt.tasks.append(asyncio.create_task(reconcile_loop(rt), name="memory-hygiene reconcile"))
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    rt = runtime()
+    for t in rt.tasks:
+        t.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    rt.tasks.clear()
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Server-side filters and paging for the big watches (see docs/scale.md)."""
+    settings.watching.chunk_size = int(os.environ.get("MEMORY_HYGIENE_CHUNK_SIZE", "500"))
+    # Only Warning events about Nodes can be OOM reports (NPD's OOMKilling, kubelet's SystemOOM).
+    settings.watching.field_selectors["events"] = "involvedObject.kind=Node,type=Warning"
+    # Succeeded pods hold no memory and break no rule. (Failed ones stay: memory evictions.)
+    settings.watching.field_selectors["pods"] = "status.phase!=Succeeded"
+    settings.posting.enabled = False  # kopf's own per-handler events would go on Pods and Nodes
+    settings.execution.max_workers = 4
+

@@ -1,0 +1,196 @@
+"""`memory-hygiene audit` on each seed scenario in examples/: the verdicts the articles tell."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memory_hygiene.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def audit(capsys, *args):
+    code = main(["audit", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def audit_json(capsys, example, *extra):
+    code, out, err = audit(capsys, "-f", str(EXAMPLES / example), "-o", "json", *extra)
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+def rules_of(report):
+    return sorted((v["rule"], v["kind"], v["namespace"], v["name"], v["container"]) for v in report["violations"])
+
+
+def test_seed000_case1_1_non_pid1_kill_is_silent_and_named_by_memcg(capsys):
+    code, r = audit_json(capsys, "seed000-case1-1-silent-oom.yaml")
+    assert code == 1
+    [kill] = r["oomKills"]
+    assert (kill["pod"], kill["namespace"], kill["container"]) == ("case1-1", "default", "p1")
+    assert kill["attribution"] == "memcg" and kill["silent"] is True
+    assert (kill["pid"], kill["process"], kill["oomScoreAdj"]) == (7, "mem-alloc", 941)
+    assert rules_of(r) == [("SilentOOMKill", "Pod", "default", "case1-1", "p1")]
+    message = r["violations"][0]["message"]
+    assert "mem-alloc (pid 7)" in message and "1.9Gi" in message and "did not restart" in message
+    assert r["summary"]["silentOOMKills"] == 1
+    [node] = r["nodes"]
+    assert node["overcommitted"] is False and node["limitsBytes"] == 2_500_000_000
+
+
+def test_seed000_case1_2_pid1_kill_restarted_is_not_silent(capsys):
+    code, r = audit_json(capsys, "seed000-case1-2-visible-oom.yaml")
+    assert code == 0, r["violations"]
+    [kill] = r["oomKills"]
+    assert kill["silent"] is False
+    # NPD's line has no memcg path; 941 = 1000 - 1000*1G/16393148Ki is p1's fingerprint alone.
+    assert (kill["attribution"], kill["pod"], kill["container"]) == ("oomScoreAdj", "case1-2", "p1")
+    assert r["summary"]["silentOOMKills"] == 0 and r["violations"] == []
+
+
+def test_seed000_case2_limits_far_past_allocatable(capsys):
+    code, r = audit_json(capsys, "seed000-case2-overcommitted.yaml")
+    assert code == 1
+    [node] = r["nodes"]
+    assert node["limitsBytes"] == 4 * 3_000_000_000
+    assert node["requestsBytes"] == 4 * 128_000_000
+    assert node["allocatableBytes"] == 3810236 * 1024
+    assert node["limitsPercent"] == pytest.approx(307.6)
+    assert node["overcommitted"] is True and node["memoryPressure"] is False
+    assert rules_of(r) == [("NodeOvercommitted", "Node", None, "pve-vm-dev", None)]
+    assert r["summary"]["overcommittedNodes"] == 1
+
+
+def test_seed000_case2_memory_pressure_names_the_evicted_pods(capsys):
+    code, r = audit_json(capsys, "seed000-case2-memory-pressure.yaml")
+    assert code == 1
+    [node] = r["nodes"]
+    assert node["memoryPressure"] is True
+    assert node["memoryEvictions"] == ["default/case2-2", "default/case2-4"]
+    # the two evicted pods hold no memory any more; the two left still have 6G of limits
+    assert node["limitsBytes"] == 2 * 3_000_000_000 and node["limitsPercent"] == pytest.approx(153.8)
+    assert rules_of(r) == [
+        ("NodeMemoryPressure", "Node", None, "pve-vm-dev", None),
+        ("NodeOvercommitted", "Node", None, "pve-vm-dev", None),
+    ]
+    pressure = next(v for v in r["violations"] if v["rule"] == "NodeMemoryPressure")["message"]
+    assert "also overcommitted" in pressure and "default/case2-2, default/case2-4" in pressure
+    assert r["violations"][0]["rule"] == "NodeMemoryPressure", "more severe first"
+
+
+def test_seed001_besteffort_missing_request_and_unattributed_silent_kill(capsys):
+    code, r = audit_json(capsys, "seed001-besteffort.yaml")
+    assert code == 1
+    assert rules_of(r) == [
+        ("MissingMemoryRequest", "Pod", "stress", "stress-12-besteffort", "ctr"),
+        ("SilentOOMKill", "Node", None, "node-82-174", None),
+    ]
+    [kill] = r["oomKills"]
+    assert (kill["attribution"], kill["pod"], kill["silent"]) == ("none", None, True)
+    assert (kill["pid"], kill["process"]) == (27672, "stress-12-BestE")
+    [node] = r["nodes"]
+    assert node["podsWithoutLimit"] == 2  # BestEffort, and Burstable with a request only
+    assert node["limitsBytes"] == 13 * 2**30
+    assert node["capacityBytes"] - node["allocatableBytes"] == 100 * 2**20
+
+
+def test_seed003_limits_at_180_percent_of_capacity(capsys):
+    code, r = audit_json(capsys, "seed003-limits-180-percent.yaml")
+    assert code == 1
+    [node] = r["nodes"]
+    assert node["limitsPercent"] == pytest.approx(189.5)  # of allocatable, the default basis
+    assert node["memoryPressure"] is False  # the condition is Unknown, not True
+    code, r = audit_json(
+        capsys, "seed003-limits-180-percent.yaml", "--policy", str(EXAMPLES / "memorypolicy-capacity.yaml")
+    )
+    assert r["policy"] == "dev-tolerant"
+    [node] = r["nodes"]
+    assert node["limitsPercent"] == pytest.approx(180.0) and node["overcommitted"] is True
+    assert rules_of(r) == [("NodeOvercommitted", "Node", None, "docker-for-desktop", None)]
+    assert "180% of capacity" in r["violations"][0]["message"]
+
+
+def test_seed004_gke_kill_attributed_by_oom_score_adj(capsys):
+    code, r = audit_json(capsys, "seed004-gke-oom-score-adj.yaml")
+    assert code == 1
+    [kill] = r["oomKills"]
+    assert (kill["attribution"], kill["namespace"], kill["pod"], kill["container"]) == (
+        "oomScoreAdj", "default", "api-server-7d9f8b6c5-xk2lp", "api-server",
+    )
+    assert kill["oomScoreAdj"] == 980 and kill["silent"] is False  # PID 1 died: OOMKilled restart
+    assert rules_of(r) == [
+        ("MissingMemoryRequest", "Pod", "default", "api-server-7d9f8b6c5-xk2lp", "cloud-sql-proxy"),
+        ("MissingMemoryRequest", "Pod", "kube-system", "kube-proxy-gke-prod-pool-1-3f2a9c1e-x7k2", "kube-proxy"),
+    ]
+
+
+def test_sample_policy_selects_and_requires_limits(capsys):
+    code, r = audit_json(capsys, "seed001-besteffort.yaml", "--policy", str(EXAMPLES / "memorypolicy.yaml"))
+    assert r["policy"] == "cluster-memory"
+    assert ("MissingMemoryLimit", "Pod", "stress", "stress-12-burstable", "ctr") in rules_of(r)
+    assert r["summary"]["missingLimits"] == 2
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("seed*.yaml")))
+def test_table_is_readable_at_120_columns(capsys, example):
+    code, out, err = audit(capsys, "-f", str(EXAMPLES / example))
+    assert code in (0, 1) and not err
+    assert "MemoryPolicy default" in out and "Summary:" in out
+    assert max(len(line) for line in out.splitlines()) <= 120
+
+
+def test_several_files_in_one_run_and_now(capsys):
+    args = ["-f", str(EXAMPLES / "seed001-besteffort.yaml"), "-f", str(EXAMPLES / "seed004-gke-oom-score-adj.yaml")]
+    code, out, err = audit(capsys, *args, "-o", "json", "--now", "2021-08-16T10:30:00Z")
+    r = json.loads(out)
+    assert [n["name"] for n in r["nodes"]] == ["gke-prod-pool-1-3f2a9c1e-x7k2", "node-82-174"]
+    # as of 2021-08-16 the GKE kill of 2021-03 is far past the default one-hour lookback
+    assert [k["node"] for k in r["oomKills"]] == ["node-82-174"]
+    code, out, err = audit(capsys, *args, "--now", "yesterday")
+    assert code == 2 and "--now" in err
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("kind: Pod\nmetadata: {name: x, namespace: d}\nspec:\n  containers:\n  - name: c\n    resources: {limits: {memory: lots}}\n",
+         "lots"),
+        ("items: [1, 2\n", "not valid YAML"),
+        ("- just\n- a list\n", "expected a Kubernetes object"),
+        ("apiVersion: v1\nkind: List\nitems:\n- {metadata: {name: x}}\n", "without kind"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_file_and_problem(capsys, tmp_path, content, problem):
+    f = tmp_path / "bad.yaml"
+    f.write_text(content)
+    code, out, err = audit(capsys, "-f", str(f))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert str(f) in err and problem in err and "Traceback" not in err
+
+
+def test_missing_file_and_bad_policy_exit_2(capsys, tmp_path):
+    code, _, err = audit(capsys, "-f", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "nope.yaml" in err and "cannot read" in err
+    policy = tmp_path / "p.yaml"
+    policy.write_text("apiVersion: memoryhygiene.io/v1alpha1\nkind: MemoryPolicy\nmetadata: {name: p}\n"
+                      "spec: {rules: {overcommit: {maxLimitsPercent: -5}}}\n")
+    code, _, err = audit(capsys, "-f", str(EXAMPLES / "seed003-limits-180-percent.yaml"), "--policy", str(policy))
+    assert code == 2 and "spec.rules.overcommit.maxLimitsPercent" in err
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["audit", "-o", "xml"])
+    assert e.value.code == 2
+
+
+def test_stdin(capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "seed003-limits-180-percent.yaml").read_text()))
+    code, out, err = audit(capsys, "-f", "-", "-o", "json")
+    assert code == 1 and json.loads(out)["summary"]["overcommittedNodes"] == 1
