@@ -171,3 +171,195 @@ def unique_name() -> Callable[[str], str]:
     """``unique_name("ns")`` -> ``"ns-1a2b3c4d"``: there is no namespace controller/GC in the
     local cluster, so tests must not reuse names."""
     return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --- the operator as a real process -----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "memorypolicies.memoryhygiene.io.yaml"
+
+
+def wait_for(check: Callable[[], object], timeout: float = 30.0, what: str = "condition",
+             interval: float = 0.2) -> object:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = check()
+        except Exception as err:  # noqa: BLE001 - keep polling; report the last error
+            last = err
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+class OperatorProcess:
+    """``memory-hygiene run`` against the test cluster, logs in a file."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.extra_args = extra_args
+        self.env = env or {}
+        self.port = localcluster._free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "OperatorProcess":
+        import urllib.request
+
+        exe = Path(sys.executable).parent / "memory-hygiene"
+        cmd = [str(exe), "run", "--kubeconfig", str(self.kubeconfig), "--http-host", "127.0.0.1",
+               "--http-port", str(self.port), *self.extra_args]
+        log = open(self.log_path, "a")
+        log.write(f"\n===== start: {' '.join(cmd)}\n")
+        log.flush()
+        env = {**os.environ, "MEMORY_HYGIENE_RESYNC_SECONDS": "5", **self.env}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        try:
+            wait_for(ready, timeout=60, what="the operator's /readyz")
+        except AssertionError as err:
+            if "operator exited" in str(err):
+                raise
+            raise AssertionError(f"{err}\n{self.logs()}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> "OperatorProcess":
+        self.stop()
+        return self.start()
+
+    def logs(self, lines: int = 80) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no operator log)"
+
+    def get(self, path: str) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return r.read().decode()
+
+
+@pytest.fixture(scope="session")
+def crd(cluster, kubectl) -> Path:
+    """The MemoryPolicy CRD from crds/, installed and Established."""
+    proc = kubectl("apply", "-f", str(CRD_FILE))
+    assert proc.returncode == 0, proc.stderr
+    proc = kubectl("wait", "--for=condition=Established", "crd/memorypolicies.memoryhygiene.io", "--timeout=60s")
+    assert proc.returncode == 0, proc.stderr
+    return CRD_FILE
+
+
+@pytest.fixture(scope="session")
+def operator_process(cluster, crd, tmp_path_factory) -> Iterator[OperatorProcess]:
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = OperatorProcess(Path(cluster.kubeconfig), log_path).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        op = item.funcargs.get("operator_process") or item.funcargs.get("operator")
+        if isinstance(op, OperatorProcess):
+            report.sections.append(("operator log (last 80 lines)", op.logs()))
+
+
+@pytest.fixture
+def operator(operator_process) -> OperatorProcess:
+    """The session's operator; restarted if an earlier test stopped it."""
+    if operator_process.proc is None or operator_process.proc.poll() is not None:
+        operator_process.start()
+    return operator_process
+
+
+class Kube:
+    """Small admin helpers over the Python client for the e2e tests."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        from kubernetes import client, config
+
+        self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+
+    def apply_policy(self, name: str, spec: dict, labels: dict | None = None) -> dict:
+        from kubernetes.client import ApiException
+
+        body = {"apiVersion": "memoryhygiene.io/v1alpha1", "kind": "MemoryPolicy",
+                "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+        try:
+            return self.custom.create_cluster_custom_object("memoryhygiene.io", "v1alpha1", "memorypolicies", body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return self.custom.patch_cluster_custom_object("memoryhygiene.io", "v1alpha1", "memorypolicies", name,
+                                                           {"spec": spec})
+
+    def policy(self, name: str) -> dict:
+        return self.custom.get_cluster_custom_object("memoryhygiene.io", "v1alpha1", "memorypolicies", name)
+
+    def delete_policy(self, name: str) -> None:
+        self.custom.delete_cluster_custom_object("memoryhygiene.io", "v1alpha1", "memorypolicies", name)
+
+    def status(self, name: str) -> dict:
+        return self.policy(name).get("status") or {}
+
+    def settled(self, name: str) -> dict | None:
+        """The status once it is about the current generation, else None."""
+        p = self.policy(name)
+        status = p.get("status") or {}
+        if status.get("observedGeneration") == p["metadata"]["generation"] and status.get("summary"):
+            return status
+        return None
+
+    def events(self, namespace: str | None = None, **fields: str) -> list[dict]:
+        selector = ",".join(["source=memory-hygiene", *(f"{k}={v}" for k, v in fields.items())])
+        if namespace:
+            out = self.core.list_namespaced_event(namespace, field_selector=selector)
+        else:
+            out = self.core.list_event_for_all_namespaces(field_selector=selector)
+        return self.api_client.sanitize_for_serialization(out).get("items") or []
+
+
+@pytest.fixture(scope="session")
+def kube(cluster) -> Kube:
+    return Kube(Path(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def sim(cluster):
+    from tests.e2e.sim.kube import Sim
+
+    return Sim(cluster.kubeconfig)

@@ -185,6 +185,16 @@ def test_fingerprint_needs_exactly_one_running_container_with_that_score():
     assert keys(r) == [("SilentOOMKill", "n1", None)] and r.violations[0].kind == "Node"
 
 
+def test_fingerprint_ignores_pods_created_after_the_kill():
+    def created(name, t):
+        p = burstable(name, "1Gi")
+        return p._replace(created=parse_time(t))
+
+    pods = [created("old", "2026-11-20T09:00:00Z"), created("new", "2026-11-20T10:00:30Z")]
+    r = run([node()], pods, [oom_event(killed(10, score=875))], now="2026-11-20T10:01:00Z")
+    assert (r.oom_kills[0].attribution, r.oom_kills[0].pod) == ("oomScoreAdj", "old")
+
+
 def test_fingerprint_requires_a_limit_that_held_the_anon_rss():
     pods = [burstable("a", "1Gi", limit="100Mi"), burstable("b", "1Gi", limit="2Gi")]
     r = run([node()], pods, [oom_event(killed(10, score=875, rss_kb=500_000))])
@@ -219,6 +229,18 @@ def test_visible_when_the_container_terminated_oomkilled_within_the_window():
     assert run([node()], far, ev).oom_kills[0].silent is True
     spec = {"rules": {"silentOOM": {"correlationWindowSeconds": 900}}}
     assert run([node()], far, ev, spec=spec).oom_kills[0].silent is False
+
+
+def test_visibility_is_judged_on_the_container_when_known():
+    """A PID-1 OOMKilled restart of container c says nothing about a worker killed in container d."""
+    statuses = {"c": {"restartCount": 1, "lastState": {"terminated": {"reason": "OOMKilled",
+                                                                       "finishedAt": "2026-11-20T10:00:02Z"}}}}
+    p = pod("a", {"c": {"requests": "1Gi", "limits": "1Gi"}, "d": {"requests": "512Mi", "limits": "1Gi"}},
+            statuses=statuses)
+    r = run([node()], [p], [oom_event(killed(10, "worker", 938), uid="e1"),
+                            oom_event(killed(11, "server", 875), uid="e2")])
+    by_container = {k.container: k.silent for k in r.oom_kills}
+    assert by_container == {"d": True, "c": False}
 
 
 def test_unattributed_kill_is_visible_if_any_container_on_the_node_was_oomkilled():

@@ -127,7 +127,7 @@ class SilentOOMRule(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.correlationWindowSeconds <= self.lookbackSeconds",
+                    "rule": "!has(self.correlationWindowSeconds) || !has(self.lookbackSeconds) || self.correlationWindowSeconds <= self.lookbackSeconds",
                     "message": "correlationWindowSeconds must not exceed lookbackSeconds",
                     "fieldPath": ".correlationWindowSeconds",
                 }

@@ -17,7 +17,7 @@ from . import kernel
 from .policy import Basis, MemoryPolicySpec
 from .qos import expected_score
 from .selectors import matches
-from .types import NodeInfo, OOMEventInfo, PodInfo
+from .types import ContainerInfo, NodeInfo, OOMEventInfo, PodInfo
 
 SILENT_OOM = "SilentOOMKill"
 MEMORY_PRESSURE = "NodeMemoryPressure"
@@ -409,6 +409,8 @@ def _attribute(
     for pod in pods_on_node:
         if pod.terminal:
             continue
+        if pod.created is not None and k.time is not None and pod.created > k.time + 1:
+            continue  # created after the kill (timestamps have whole seconds)
         for c in pod.containers:
             if not c.running:
                 continue
@@ -426,11 +428,14 @@ def _attribute(
 
 def _visible(pods: Iterable[PodInfo], t: float | None, window: float) -> bool:
     """Kubernetes saw it: some container terminated OOMKilled within ``window`` of ``t``."""
-    for pod in pods:
-        for c in pod.containers:
-            for finished in c.oom_finished:
-                if t is None or abs(finished - t) <= window:
-                    return True
+    return any(_visible_containers(pod.containers, t, window) for pod in pods)
+
+
+def _visible_containers(containers: Iterable[ContainerInfo], t: float | None, window: float) -> bool:
+    for c in containers:
+        for finished in c.oom_finished:
+            if t is None or abs(finished - t) <= window:
+                return True
     return False
 
 
@@ -466,8 +471,13 @@ def evaluate_oom(
         attribution, pod, container = _attribute(k, node, on_node, pods_by_uid)
         if pod is not None and not pod_selected(spec, pod, namespaces):
             continue
-        silent = not _visible([pod] if pod is not None else on_node, k.time, window)
         cinfo = next((c for c in pod.containers if c.name == container), None) if pod else None
+        # Kubernetes saw the kill if the container (when we know it), else any container of the
+        # pod (when we know it), else any container on the node, terminated OOMKilled near it.
+        if cinfo is not None:
+            silent = not _visible_containers([cinfo], k.time, window)
+        else:
+            silent = not _visible([pod] if pod is not None else on_node, k.time, window)
         incident = OOMIncident(
             node=k.node,
             time=k.time,

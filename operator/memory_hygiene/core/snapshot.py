@@ -144,6 +144,7 @@ def pod_info(pod: dict) -> PodInfo:
         reason=_str(pod, status.get("reason"), "status.reason"),
         message=_str(pod, status.get("message"), "status.message"),
         node_critical=is_node_critical(pod),
+        created=_time(pod, meta.get("creationTimestamp"), "metadata.creationTimestamp"),
     )
 
 

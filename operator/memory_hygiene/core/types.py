@@ -56,6 +56,8 @@ class PodInfo(NamedTuple):
     """status.message (kubelet's eviction message)."""
     node_critical: bool = False
     """kubelet gives every container of a node-critical pod oom_score_adj -997."""
+    created: float | None = None
+    """metadata.creationTimestamp: a pod created after a kill cannot be its victim."""
 
     @property
     def terminal(self) -> bool:

@@ -69,6 +69,7 @@ class PolicyState:
     last_status: dict[str, Any] | None = None
     seeded_first_seen: dict[tuple, str] = field(default_factory=dict)
     needs_write: bool = True
+    exported_nodes: set[str] = field(default_factory=set)
 
 
 class Runtime:
@@ -350,6 +351,23 @@ def _export_metrics(state: PolicyState) -> None:
                       (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
                       ("MissingMemoryLimit", "missingLimits")):
         metrics.VIOLATIONS.labels(policy=state.name, rule=rule).set(s[key])
+    seen_nodes = set()
+    for n in state.engine.nodes():
+        if n.limits_percent is not None:
+            metrics.NODE_LIMITS_RATIO.labels(policy=state.name, node=n.name).set(n.limits_percent / 100.0)
+            seen_nodes.add(n.name)
+    for labels in list(state.exported_nodes - seen_nodes):
+        try:
+            metrics.NODE_LIMITS_RATIO.remove(state.name, labels)
+        except KeyError:
+            pass
+    state.exported_nodes = seen_nodes
+    counts: dict[tuple[str, str], int] = {(a, str(b).lower()): 0 for a in ("memcg", "oomScoreAdj", "none")
+                                          for b in (True, False)}
+    for k in state.engine.oom_kills():
+        counts[(k.attribution, str(k.silent).lower())] += 1
+    for (attribution, silent), n in counts.items():
+        metrics.OOM_KILLS.labels(policy=state.name, attribution=attribution, silent=silent).set(n)
 
 
 async def reconcile_loop(rt: Runtime) -> None:
