@@ -241,6 +241,16 @@ def _objects(path: Path) -> list[dict]:
 
 
 def _newest(objs: list[dict]) -> dt.datetime | None:
+    found = _times(objs)
+    return max(found) if found else None
+
+
+def _oldest(objs: list[dict]) -> dt.datetime | None:
+    found = _times(objs)
+    return min(found) if found else None
+
+
+def _times(objs: list[dict]) -> list[dt.datetime]:
     found: list[dt.datetime] = []
 
     def walk(x: Any) -> None:
@@ -255,7 +265,7 @@ def _newest(objs: list[dict]) -> dt.datetime | None:
                 walk(v)
 
     walk(objs)
-    return max(found) if found else None
+    return found
 
 
 def _shift(x: Any, delta: dt.timedelta) -> Any:
@@ -273,15 +283,20 @@ def load_snapshot(sim: Sim, path: str | Path, suffix: str, *, shift_to_now: bool
 
     Node and namespace names get ``-<suffix>`` so scenarios do not collide, and both get
     ``labels`` (so a policy can select one scenario). Pod UIDs are the server's: memcg paths in
-    event messages are rewritten to them. With ``shift_to_now`` every timestamp moves so that the
-    snapshot's newest one is now (the operator judges OOM events against the present).
+    event messages are rewritten to them. With ``shift_to_now`` every timestamp moves by whole
+    seconds to the present (the operator judges OOM events against it): the first OOM event to
+    just after the load, or, without events, the newest timestamp to now.
     """
     objs = _objects(Path(path))
     loaded = Loaded(suffix=suffix)
     if shift_to_now:
-        newest = _newest(objs)
-        if newest is not None:
-            delta = dt.datetime.now(dt.timezone.utc) - newest
+        # The pods are created now, and a pod cannot die before it exists: when there are OOM
+        # events, the first one lands just after the load; otherwise the newest time is now.
+        events = [o for o in objs if o.get("kind") == "Event"]
+        anchor = _oldest(events) if events else _newest(objs)
+        if anchor is not None:
+            target = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3 if events else 0)
+            delta = dt.timedelta(seconds=round((target - anchor).total_seconds()))
             loaded.shift_seconds = delta.total_seconds()
             objs = _shift(objs, delta)
     labels = labels or {}
