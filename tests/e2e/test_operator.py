@@ -321,3 +321,32 @@ def test_metrics_endpoint(operator, sim, kube):
     assert operator.get("/readyz").strip() == "ok"
     assert operator.get("/healthz").startswith("ok")
     assert now_iso()
+
+
+def test_real_kernel_oom_kill_reported_by_npd_reaches_the_pod(operator, sim, kube):
+    """A real OOM kill in a memory cgroup laid out as kubelet lays out the pod's container (a
+    child process dies, its parent lives on: a silent kill). The kernel's own /dev/kmsg lines,
+    the oom-kill: header and the Killed process line, go into an OOMKilling Event as a forwarder
+    that keeps the header posts them; the operator names the pod and container by memcg path."""
+    from tests.e2e.sim.kernel_oom import real_oom_kill
+
+    tag = uuid.uuid4().hex[:8]
+    ns, node = new_scenario(sim, tag, ("8Gi", "7Gi"))
+    pod = sim.pod(ns, "victim", {"app": {"requests": "512Mi", "limits": "1Gi"}}, node=node)
+    uid = pod["metadata"]["uid"]
+    container_id = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    name = f"real-{tag}"
+    kube.apply_policy(name, scoped_spec(tag))
+    settled_with(kube, name, lambda s: s["summary"]["evaluatedPods"] == 1)
+
+    oom = real_oom_kill(uid, container_id, qos="burstable")
+    killed = [line for line in oom.lines if "Killed process" in line]
+    header = [line for line in oom.lines if line.startswith("oom-kill:")]
+    assert killed and header, oom.lines
+    sim.npd_oom_killing(node, "\n".join(header + killed))
+    status = settled_with(kube, name, lambda s: s["summary"]["silentOOMKills"] == 1)
+    [v] = status["violations"]
+    assert (v["kind"], v["namespace"], v["name"], v["container"]) == ("Pod", ns, "victim", "app")
+    assert f"(pid {oom.killed_pid})" in v["message"] and "memcg path" in v["message"]
+    wait_for(lambda: kube.events(ns, **{"involvedObject.name": "victim", "reason": "SilentOOMKill"}),
+             what="SilentOOMKill event on the pod")
