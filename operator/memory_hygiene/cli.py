@@ -60,9 +60,9 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from .crd import crd_yaml
+    from .crd import crd_yaml, reference_markdown
 
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(reference_markdown() if args.reference else crd_yaml())
     return EXIT_OK
 
 
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_audit)
 
     crd = sub.add_parser("crd", help="print the MemoryPolicy CustomResourceDefinition (YAML)")
+    crd.add_argument("--reference", action="store_true", help="print the field reference (Markdown) instead")
     crd.set_defaults(func=_crd)
 
     run = sub.add_parser(

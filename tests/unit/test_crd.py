@@ -57,3 +57,11 @@ def test_defaults_in_the_schema_equal_the_model_defaults():
     assert props["silentOOM"]["properties"]["lookbackSeconds"]["default"] == model.silent_oom.lookback_seconds
     assert props["silentOOM"]["x-kubernetes-validations"], "CEL rule for window <= lookback"
     yaml.safe_load(crd_yaml())
+
+
+def test_reference_doc_matches_the_model():
+    from memory_hygiene.crd import reference_markdown
+
+    assert (ROOT / "docs" / "memorypolicy.md").read_text() == reference_markdown(), (
+        "docs/memorypolicy.md drifted: run `memory-hygiene crd --reference > docs/memorypolicy.md`"
+    )
