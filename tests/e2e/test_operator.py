@@ -130,6 +130,20 @@ def test_violation_that_ends_leaves_status_and_emits_resolved(operator, sim, kub
     assert kube.events(ns, **{"involvedObject.name": "no-request", "reason": "MissingMemoryRequestResolved"}) == []
 
 
+def test_limit_lowered_in_place_ends_the_overcommit(operator, sim, kube):
+    tag = uuid.uuid4().hex[:8]
+    ns, node = new_scenario(sim, tag, ("8Gi", "4Gi"))
+    sim.pod(ns, "big", {"c": {"requests": "1Gi", "limits": "6Gi"}}, node=node)
+    name = f"resize-{tag}"
+    kube.apply_policy(name, scoped_spec(tag))
+    settled_with(kube, name, lambda s: s["summary"]["overcommittedNodes"] == 1)
+    sim.resize_memory(ns, "big", "c", "1Gi", "3Gi")
+    settled_with(kube, name, lambda s: s["summary"]["overcommittedNodes"] == 0, what="overcommit resolved")
+    wait_for(lambda: [e for e in kube.events("default", **{"involvedObject.name": node,
+                                                           "reason": "NodeOvercommittedResolved"})],
+             what="NodeOvercommittedResolved event")
+
+
 def test_memory_pressure_with_evictions_then_cleared(operator, sim, kube):
     tag = uuid.uuid4().hex[:8]
     ns, node = new_scenario(sim, tag, ("8Gi", "7Gi"))

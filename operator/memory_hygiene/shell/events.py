@@ -30,6 +30,9 @@ CLUSTER_SCOPED_EVENT_NAMESPACE = "default"
 """Events about Nodes and MemoryPolicies go here, with an empty involvedObject.namespace, so that
 ``kubectl describe node`` / ``describe memorypolicy`` find them."""
 MAX_MESSAGE = 1024
+PEER_WINDOW_SECONDS = 60.0
+"""An existing Event with the same message this recent is the same announcement (two replicas
+during a rollout both see the transition)."""
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,13 @@ class EventSink:
         except ApiException as err:
             if err.status != 409:
                 raise
-        # It happened before: count it again, as client-go's event correlator does.
         old = self.api.read_namespaced_event(a.name, ns)
+        last = old.last_timestamp.timestamp() if old.last_timestamp is not None else 0.0
+        if old.message == a.message and self.clock() - last < PEER_WINDOW_SECONDS:
+            # Another replica (or this one, just before a restart) announced the same thing a
+            # moment ago: one announcement, not two.
+            return
+        # It happened before: count it again, as client-go's event correlator does.
         self.api.patch_namespaced_event(
             a.name, ns, {"count": (old.count or 1) + 1, "lastTimestamp": now, "message": a.message}
         )

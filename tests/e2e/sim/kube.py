@@ -139,10 +139,13 @@ class Sim:
         """kubelet started every container: phase Running, each container running."""
         pod = self.read_pod(namespace, name)
         started = now_iso()
+        # kubelet (1.33+) reports what it allocated and what the runtime applied, per container
         statuses = [
             {"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "started": True,
              "restartCount": 0, "containerID": self.container_id(pod, c["name"]),
-             "state": {"running": {"startedAt": started}}}
+             "state": {"running": {"startedAt": started}},
+             "allocatedResources": dict((c.get("resources") or {}).get("requests") or {}),
+             "resources": {k: v for k, v in (c.get("resources") or {}).items() if k in ("requests", "limits")}}
             for c in pod["spec"]["containers"]
         ]
         return self._status(namespace, name, {
@@ -172,6 +175,20 @@ class Sim:
             else:
                 cs["containerID"] = self.container_id(pod, container, restarts)
                 cs["state"] = {"running": {"startedAt": now_iso()}}
+        return self._status(namespace, name, {"containerStatuses": statuses})
+
+    def resize_memory(self, namespace: str, name: str, container: str, request: str, limit: str) -> dict:
+        """An in-place resize (the ``resize`` subresource), then kubelet's status once it applied
+        it: ``allocatedResources`` and ``resources`` follow the new spec."""
+        patch = {"spec": {"containers": [{"name": container, "resources": {
+            "requests": {"memory": request}, "limits": {"memory": limit}}}]}}
+        self.core.patch_namespaced_pod_resize(name, namespace, patch)
+        pod = self.read_pod(namespace, name)
+        statuses = copy.deepcopy(pod["status"]["containerStatuses"])
+        for cs in statuses:
+            if cs["name"] == container:
+                cs["allocatedResources"] = {"memory": request}
+                cs["resources"] = {"requests": {"memory": request}, "limits": {"memory": limit}}
         return self._status(namespace, name, {"containerStatuses": statuses})
 
     def evict_for_memory(self, namespace: str, name: str, threshold: str = "100Mi",
