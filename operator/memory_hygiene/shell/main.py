@@ -55,12 +55,10 @@ async def _main(args: argparse.Namespace) -> None:
     o.event_burst, o.event_refill_seconds, o.event_qps = args.event_burst, args.event_refill_seconds, args.event_qps
     runner = await _http(rt, args.http_host, args.http_port) if args.http_port else None
     try:
-        await kopf.operator(
-            clusterwide=True,
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            priority=args.priority,
-        )
+        # One replica (Deployment strategy Recreate). No kopf peering: a paused peer would keep
+        # evaluating from stale caches. Two replicas at once (a rollout's overlap) are harmless:
+        # they write the same status and each Event once (see docs/design.md).
+        await kopf.operator(clusterwide=True, standalone=True)
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -218,7 +218,12 @@ def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.L
     rt.ready.set()
     meta = body.get("metadata") or {}
     if type == "DELETED":
-        rt.policies.pop(name, None)
+        gone = rt.policies.pop(name, None)
+        for node in gone.exported_nodes if gone is not None else ():
+            try:
+                metrics.NODE_LIMITS_RATIO.remove(name, node)
+            except KeyError:
+                pass
         for rule in RULES:
             try:
                 metrics.VIOLATIONS.remove(name, rule)

@@ -19,8 +19,4 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="one more Event per object every S seconds (client-go: 300)")
     p.add_argument("--event-qps", type=float, default=10.0, metavar="Q",
                    help="Events posted per second at most, over all objects (default 10)")
-    p.add_argument("--peering", metavar="NAME",
-                   help="coordinate replicas through kopf's ClusterKopfPeering NAME (only the one with the "
-                   "highest --priority works); default: run standalone")
-    p.add_argument("--priority", type=int, default=0, help="peering priority (higher wins; default 0)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
