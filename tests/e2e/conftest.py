@@ -10,7 +10,6 @@ they are never silently skipped.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,23 +22,7 @@ from typing import Callable, Iterator
 import pytest
 import yaml
 
-_LOCALCLUSTER_PATH = Path(__file__).resolve().parent / "cluster" / "localcluster.py"
-_MODULE_NAME = "memory_hygiene_e2e_localcluster"
-
-
-def _load_localcluster():
-    """Import cluster/localcluster.py by path (works with any pytest import mode)."""
-    if _MODULE_NAME in sys.modules:
-        return sys.modules[_MODULE_NAME]
-    spec = importlib.util.spec_from_file_location(_MODULE_NAME, _LOCALCLUSTER_PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODULE_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-localcluster = _load_localcluster()
+from tests.e2e.cluster import localcluster  # noqa: E402 - also run as a script
 
 KUBECONFIG_ENV = "MEMORY_HYGIENE_E2E_KUBECONFIG"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from memory_hygiene.core.engine import evaluate
+from memory_hygiene.core.policy import parse_spec
 from memory_hygiene.inputs import load_files
 from tests.e2e.conftest import wait_for
 from tests.e2e.sim.kube import load_snapshot, now_iso
@@ -66,8 +67,8 @@ def test_seed_scenario_status_and_events(seed, operator, sim, kube, kubectl):
 
     # What the offline audit says about the same file (same code, no cluster).
     snap = load_files([str(EXAMPLES / seed)])
-    expected = evaluate("x", __import__("memory_hygiene.core.policy", fromlist=["parse_spec"]).parse_spec({}),
-                        snap.nodes, snap.pods, snap.events, snap.newest_time or 0, snap.namespaces)
+    expected = evaluate("x", parse_spec({}), snap.nodes, snap.pods, snap.events, snap.newest_time or 0,
+                        snap.namespaces)
     rename_ns = loaded.namespaces
     rename_node = loaded.nodes
 

@@ -6,33 +6,14 @@ they are never skipped, so a machine that cannot run them is noticed.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from memory_hygiene.core.kernel import parse_memcg_path, parse_oom_text
+from tests.e2e.sim import kernel_oom
 
-_SIM_PATH = Path(__file__).resolve().parent / "sim" / "kernel_oom.py"
-_MODULE_NAME = "memory_hygiene_e2e_sim_kernel_oom"
-
-
-def _load_sim():
-    """Import sim/kernel_oom.py by path (works with any pytest import mode)."""
-    if _MODULE_NAME in sys.modules:
-        return sys.modules[_MODULE_NAME]
-    spec = importlib.util.spec_from_file_location(_MODULE_NAME, _SIM_PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODULE_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-kernel_oom = _load_sim()
 
 
 def _kill(qos: str):

@@ -28,9 +28,13 @@ class FakeApi:
         self.events[key] = dict(body)
 
     def read_namespaced_event(self, name, ns):
+        from kubernetes.client import ApiException
+
+        if (ns, name) not in self.events:
+            raise ApiException(status=404, reason="NotFound")
         e = self.events[(ns, name)]
         ts = dt.datetime.fromisoformat(e["lastTimestamp"].replace("Z", "+00:00"))
-        return SimpleNamespace(count=e["count"], message=e["message"], last_timestamp=ts)
+        return SimpleNamespace(count=e["count"], message=e["message"], last_timestamp=ts, first_timestamp=ts)
 
     def patch_namespaced_event(self, name, ns, body):
         self.calls.append(("patch", (ns, name)))
@@ -103,8 +107,8 @@ def test_a_peer_that_just_posted_the_same_is_not_counted_twice():
         api, clock = FakeApi(), Clock()
         a = EventSink(api, "replica-a", qps=0, clock=clock)
         b = EventSink(api, "replica-b", qps=0, clock=clock)
-        a.announce(NODE, "id", "NodeOvercommitted", "same words", started=True)
-        b.announce(NODE, "id", "NodeOvercommitted", "same words", started=True)
+        a.announce(NODE, "id", "NodeOvercommitted", "3 pods", started=True)
+        b.announce(NODE, "id", "NodeOvercommitted", "4 pods: the other replica saw it a bit later", started=True)
         await drain(a)
         await drain(b)
         [event] = api.events.values()

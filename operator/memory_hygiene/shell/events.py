@@ -30,9 +30,6 @@ CLUSTER_SCOPED_EVENT_NAMESPACE = "default"
 """Events about Nodes and MemoryPolicies go here, with an empty involvedObject.namespace, so that
 ``kubectl describe node`` / ``describe memorypolicy`` find them."""
 MAX_MESSAGE = 1024
-PEER_WINDOW_SECONDS = 60.0
-"""An existing Event with the same message this recent is the same announcement (two replicas
-during a rollout both see the transition)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +63,11 @@ class Announcement:
 
 def _now_iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stamp(event: Any) -> float:
+    t = event.last_timestamp or event.first_timestamp
+    return t.timestamp() if t is not None else 0.0
 
 
 def event_names(target: Target, identity: str) -> tuple[str, str]:
@@ -195,13 +197,19 @@ class EventSink:
         except ApiException as err:
             if err.status != 409:
                 raise
+        # The Event exists. Whoever posted it (this operator before a restart, or another replica
+        # during a rollout), the API server tells whether this is news: it is only if the opposite
+        # announcement came after it (the violation ended, and now started again).
         old = self.api.read_namespaced_event(a.name, ns)
-        last = old.last_timestamp.timestamp() if old.last_timestamp is not None else 0.0
-        if old.message == a.message and self.clock() - last < PEER_WINDOW_SECONDS:
-            # Another replica (or this one, just before a restart) announced the same thing a
-            # moment ago: one announcement, not two.
+        try:
+            other = self.api.read_namespaced_event(a.other_name, ns)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            other = None
+        if other is None or _stamp(other) <= _stamp(old):
             return
-        # It happened before: count it again, as client-go's event correlator does.
+        # It happened again: count it, as client-go's event correlator does.
         self.api.patch_namespaced_event(
             a.name, ns, {"count": (old.count or 1) + 1, "lastTimestamp": now, "message": a.message}
         )

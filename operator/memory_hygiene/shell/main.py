@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import time
 from typing import Any
 
@@ -58,7 +59,9 @@ async def _main(args: argparse.Namespace) -> None:
         # One replica (Deployment strategy Recreate). No kopf peering: a paused peer would keep
         # evaluating from stale caches. Two replicas at once (a rollout's overlap) are harmless:
         # they write the same status and each Event once (see docs/design.md).
-        await kopf.operator(clusterwide=True, standalone=True)
+        # identity given, so kopf does not ask getpass for a user name a random UID may not have
+        identity = os.environ.get("POD_NAME") or socket.gethostname()
+        await kopf.operator(clusterwide=True, standalone=True, identity=identity)
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -437,5 +437,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # Succeeded pods hold no memory and break no rule. (Failed ones stay: memory evictions.)
     settings.watching.field_selectors["pods"] = "status.phase!=Succeeded"
     settings.posting.enabled = False  # kopf's own per-handler events would go on Pods and Nodes
+    # kopf removes its finalizer from any watched object that carries it (e.g. left by another
+    # kopf operator): a name of our own, which nothing ever sets, means it never patches a Pod.
+    settings.persistence.finalizer = "memoryhygiene.io/never-set"
     settings.execution.max_workers = 4
 

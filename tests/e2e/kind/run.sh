@@ -29,7 +29,7 @@ if [ -n "${MEMORY_HYGIENE_IMAGE:-}" ]; then
   workdir="$(mktemp -d)"
   cp -r manifests "$workdir/"
   (cd "$workdir/manifests" && kubectl kustomize . >/dev/null &&
-   sed -i "s|image: .*memory-hygiene.*|image: $MEMORY_HYGIENE_IMAGE|" deployment.yaml)
+   sed -i "s|image: .*memory-hygiene.*|image: $MEMORY_HYGIENE_IMAGE|" base/deployment.yaml)
   kubectl apply -k "$workdir/manifests"
   kubectl -n memory-hygiene rollout status deployment/memory-hygiene --timeout=180s
   # The suite runs its own operator process; the deployed one must not race it.
