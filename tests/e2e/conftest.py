@@ -205,9 +205,9 @@ class OperatorProcess:
         env = {**os.environ, "MEMORY_HYGIENE_RESYNC_SECONDS": "5", **self.env}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
-        def ready() -> bool:
+        def ready_or_exited() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.logs()}")
+                return True
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
                     return r.status == 200
@@ -215,11 +215,11 @@ class OperatorProcess:
                 return False
 
         try:
-            wait_for(ready, timeout=60, what="the operator's /readyz")
+            wait_for(ready_or_exited, timeout=60, what="the operator's /readyz")
         except AssertionError as err:
-            if "operator exited" in str(err):
-                raise
             raise AssertionError(f"{err}\n{self.logs()}") from None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.logs()}")
         return self
 
     def stop(self) -> None:

@@ -82,4 +82,8 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_main(args))
     except KeyboardInterrupt:
         pass
+    except Exception as err:  # noqa: BLE001 - the reason was logged by the handler; exit visibly
+        cause = err.__cause__ or err
+        log.error("memory-hygiene stopped: %s", cause)
+        return 1
     return 0

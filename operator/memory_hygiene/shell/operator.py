@@ -28,7 +28,7 @@ from ..core.events import oom_event_info
 from ..core.rules import RULES, SILENT_OOM, Violation
 from ..core.snapshot import node_info, pod_info
 from ..core.types import NodeInfo, OOMEventInfo, PodInfo
-from . import metrics
+from . import metrics, permissions
 from .events import EventSink, Target
 from .status import build_status, comparable, invalid_status, iso, seen_from_status, status_key
 
@@ -409,6 +409,13 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwa
         config.load_incluster_config()
     except config.ConfigException:
         await asyncio.to_thread(config.load_kube_config, os.environ.get("KUBECONFIG"))
+    lacking = await asyncio.to_thread(permissions.missing, client.ApiClient())
+    if lacking:
+        for need in lacking:
+            logger.error("RBAC: this service account may not %s, needed for %s", need, need.why)
+        raise kopf.PermanentError(
+            f"missing {len(lacking)} RBAC permissions (see manifests/base/clusterrole.yaml); stopping"
+        )
     rt.api = client.CoreV1Api()
     rt.custom = client.CustomObjectsApi()
     instance = os.environ.get("POD_NAME") or socket.gethostname()
