@@ -49,3 +49,4 @@ def test_invalid_spec_is_ready_false_naming_the_field():
     assert "spec.rules.overcommit.maxLimitsPercent" in ready["message"]
     assert ready["lastTransitionTime"] != ok["conditions"][0]["lastTransitionTime"]
     MemoryPolicyStatus.model_validate(bad)
+
