@@ -122,7 +122,6 @@ class Runtime:
         )
 
 
-
 RUNTIME: Runtime | None = None
 
 
@@ -182,7 +181,10 @@ def pod_event(body: kopf.Body, **_: Any) -> None:
     rt = runtime()
     node = (body.get("spec") or {}).get("nodeName") or UNSCHEDULED
     phase = (body.get("status") or {}).get("phase")
-    rt.mark(node, UNSCHEDULED) if phase in (None, "Pending") and node != UNSCHEDULED else rt.mark(node)
+    if phase in (None, "Pending") and node != UNSCHEDULED:
+        rt.mark(node, UNSCHEDULED)  # just bound: it leaves the unscheduled bucket
+    else:
+        rt.mark(node)
     rt.ready.set()
 
 
