@@ -4,7 +4,7 @@ The cluster is cut into *buckets*, one per node name (plus ``""`` for pods not b
 node). A bucket's result depends only on that node, the pods bound to it and the OOM events
 about it, so when something changes only the buckets it touches are evaluated again; the
 report is the union of the buckets' results. Pure: the caller hands in read-only views of the
-cluster (the operator's kopf indexes, or a snapshot) and says which buckets are dirty.
+cluster (the operator's list+watch caches, or a snapshot) and says which buckets are dirty.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ UNSCHEDULED = ""
 
 @dataclass(frozen=True)
 class ClusterView:
-    """What the engine reads. Callables so that the operator can pass its kopf indexes."""
+    """What the engine reads. Callables, so the operator can pass its caches."""
 
     node: Callable[[str], NodeInfo | None]
     pods_on: Callable[[str], Collection[PodInfo]]

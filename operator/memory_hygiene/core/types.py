@@ -1,7 +1,7 @@
 """Plain data the rules work on.
 
 Everything here is a small immutable tuple: the operator keeps one per Pod, Node and OOM
-Event in its kopf indexes, so nothing here may hold a whole Kubernetes object body.
+Event in its list+watch caches, so nothing here may hold a whole Kubernetes object body.
 Byte counts are ints; an unknown or unset amount is None. Times are POSIX seconds (float).
 """
 

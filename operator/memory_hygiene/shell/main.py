@@ -71,9 +71,6 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:  # kopf logs every handler call at INFO: 150,000 pods, 150,000 lines
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    from .metrics import count_watch_restarts
-
-    count_watch_restarts(show_debug=args.verbose)
     for h in logging.getLogger().handlers:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if args.kubeconfig:

@@ -3,9 +3,6 @@ prefix, base units in the name, ``_total`` on counters."""
 
 from __future__ import annotations
 
-import logging
-import re
-
 from prometheus_client import Counter, Gauge, Histogram
 
 VIOLATIONS = Gauge(
@@ -48,33 +45,6 @@ WATCH_EVENTS = Counter(
 )
 WATCH_RESTARTS = Counter(
     "memory_hygiene_watch_restarts_total",
-    "kopf watch streams started again (410 Gone: resourceVersion too old; or inactive, reconnected).",
+    "Caches listed again: the watch ended with 410 Gone (resourceVersion too old) or failed.",
     ["resource"],
 )
-
-_RESTART = re.compile(r"(?:Restarting the watch-stream for|Watch-stream for) (\S+) .*(?:cluster-wide|in '[^']*')"
-                      r"(?:\.| is inactive, reconnecting\.)$")
-
-
-class WatchRestartCounter(logging.Filter):
-    """kopf reports watch restarts only in DEBUG logs: count them, and let through only what the
-    logger would show anyway."""
-
-    def __init__(self, show_debug: bool) -> None:
-        super().__init__()
-        self.show_debug = show_debug
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.DEBUG:
-            msg = record.getMessage()
-            if "Restarting the watch-stream" in msg or "is inactive, reconnecting" in msg:
-                m = _RESTART.search(msg)
-                WATCH_RESTARTS.labels(resource=m.group(1) if m else "unknown").inc()
-            return self.show_debug
-        return True
-
-
-def count_watch_restarts(show_debug: bool) -> None:
-    watch_logger = logging.getLogger("kopf._cogs.clients.watching")
-    watch_logger.setLevel(logging.DEBUG)
-    watch_logger.addFilter(WatchRestartCounter(show_debug))

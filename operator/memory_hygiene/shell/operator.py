@@ -1,10 +1,10 @@
-"""The kopf operator: read-only watches of Pods, Nodes, Namespaces and OOM Events, and one
-reconcile loop that evaluates every MemoryPolicy incrementally.
+"""The operator: reflectors (list+watch caches) of Pods, Nodes, Namespaces and OOM Events, kopf
+for the MemoryPolicies, and one reconcile loop that evaluates every policy incrementally.
 
-House rule: Pods, Nodes, Namespaces and Events are only *indexed* (``@kopf.index``) and
-*watched* (``@kopf.on.event``, returning None, never touching ``patch``). The operator writes
-nothing but Events and MemoryPolicy status. MemoryPolicies are watched with ``on.event`` too, so
-kopf keeps no progress or diff-base annotations on them either.
+House rule: the operator writes nothing but Events and MemoryPolicy status. Pods, Nodes,
+Namespaces and Events are read with LIST and WATCH only (``shell/reflector.py``; kopf's
+per-object machinery costs too much at 150,000 pods, see docs/benchmarks.md). MemoryPolicies are
+watched with ``@kopf.on.event``, so kopf keeps no progress or diff-base annotations on them.
 
 Runnable as ``memory-hygiene run`` or as ``kopf run -m memory_hygiene.shell.operator -A``.
 """
@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from ..core.snapshot import node_info, pod_info
 from ..core.types import NodeInfo, OOMEventInfo, PodInfo
 from . import metrics, permissions
 from .events import EventSink, Target
+from .reflector import ApiSession, Buckets, Reflector
 from .status import build_status, comparable, invalid_status, iso, seen_from_status, status_key
 
 log = logging.getLogger("memory_hygiene.operator")
@@ -82,11 +83,14 @@ class Runtime:
         self.dirty: set[str] = set()
         self.full = True
         self.policies: dict[str, PolicyState] = {}
-        self.indexes: dict[str, Any] = {}
+        self.stores: dict[str, Buckets] = {k: Buckets() for k in ("pods", "nodes", "events", "namespaces")}
         self.sink: EventSink | None = None
         self.api: Any = None
         self.custom: Any = None
         self.tasks: list[asyncio.Task[Any]] = []
+        """Run as long as the operator does: /healthz fails when one has ended."""
+        self.oneshots: list[asyncio.Task[Any]] = []
+        self.session: ApiSession | None = None
 
     def mark(self, *buckets: str) -> None:
         self.dirty.update(buckets)
@@ -96,29 +100,17 @@ class Runtime:
         self.full = True
         self.changed.set()
 
-    # --- the cluster, as the kopf indexes hold it --------------------------------------------
+    # --- the cluster, as the reflectors hold it ----------------------------------------------
 
     def view(self) -> ClusterView:
-        pods, nodes, events, namespaces = (
-            self.indexes["mh_pods"], self.indexes["mh_nodes"], self.indexes["mh_oom_events"],
-            self.indexes["mh_namespaces"],
-        )
-
-        def one(index: Any, key: str) -> Any:
-            store = index.get(key)
-            return next(iter(store), None) if store else None
-
-        def many(index: Any, key: str) -> Collection[Any]:
-            store = index.get(key)
-            return list(store) if store else ()
-
-        ns_labels = {name: dict(next(iter(store))) for name, store in namespaces.items() if store}
+        pods, nodes, events, namespaces = (self.stores[k] for k in ("pods", "nodes", "events", "namespaces"))
+        ns_labels = {name: dict(labels) for name, values in namespaces.items() for labels in values}
         return ClusterView(
-            node=lambda n: one(nodes, n),
-            pods_on=lambda b: many(pods, b),
-            events_on=lambda b: many(events, b),
+            node=nodes.first,
+            pods_on=pods.values,
+            events_on=events.values,
             namespaces=ns_labels,
-            buckets=lambda: set(nodes.keys()) | set(pods.keys()) | set(events.keys()) | {UNSCHEDULED},
+            buckets=lambda: set(nodes.buckets()) | set(pods.buckets()) | set(events.buckets()) | {UNSCHEDULED},
         )
 
 
@@ -132,92 +124,52 @@ def runtime() -> Runtime:
     return RUNTIME
 
 
-# --- indexes: tiny tuples, never bodies --------------------------------------------------------
+# --- what the reflectors keep: tiny tuples, never bodies ----------------------------------------
 
 
-@kopf.index("pods")
-def mh_pods(body: kopf.Body, logger: logging.Logger, **_: Any) -> dict[str, PodInfo] | None:
-    try:
-        info = pod_info(dict(body))
-    except ValueError as err:
-        logger.warning("pod left out: %s", err)
-        return None
-    return {info.node or UNSCHEDULED: info}
+def _pod(obj: dict) -> tuple[str, PodInfo]:
+    info = pod_info(obj)
+    return info.node or UNSCHEDULED, info
 
 
-@kopf.index("nodes")
-def mh_nodes(body: kopf.Body, logger: logging.Logger, **_: Any) -> dict[str, NodeInfo] | None:
-    try:
-        info = node_info(dict(body))
-    except ValueError as err:
-        logger.warning("node left out: %s", err)
-        return None
-    return {info.name: info}
+def _node(obj: dict) -> tuple[str, NodeInfo]:
+    info = node_info(obj)
+    return info.name, info
 
 
-@kopf.index("events")
-def mh_oom_events(body: kopf.Body, logger: logging.Logger, **_: Any) -> dict[str, OOMEventInfo] | None:
-    try:
-        info = oom_event_info(dict(body))
-    except ValueError as err:
-        logger.warning("OOM event left out: %s", err)
-        return None
-    return {info.node: info} if info is not None else None
+def _oom_event(obj: dict) -> tuple[str, OOMEventInfo] | None:
+    info = oom_event_info(obj)
+    return (info.node, info) if info is not None else None
 
 
-@kopf.index("namespaces")
-def mh_namespaces(name: str, labels: Any, **_: Any) -> dict[str, tuple[tuple[str, str], ...]]:
-    return {name: tuple(sorted(labels.items()))}
+def _namespace(obj: dict) -> tuple[str, tuple[tuple[str, str], ...]]:
+    meta = obj.get("metadata") or {}
+    return meta.get("name", ""), tuple(sorted((meta.get("labels") or {}).items()))
 
 
-# --- watches: mark what changed ----------------------------------------------------------------
-# kopf runs these only once every index is filled from its initial LIST, so the first call of
-# any of them means the cache is complete.
+def reflectors(rt: Runtime, api: ApiSession, chunk: int) -> list[Reflector]:
+    def mark(old: str | None, new: str | None) -> None:
+        rt.mark(*(b for b in (old, new) if b is not None))
 
+    def mark_all(old: str | None, new: str | None) -> None:
+        rt.mark_all()
 
-@kopf.on.event("pods")
-def pod_event(body: kopf.Body, **_: Any) -> None:
-    metrics.WATCH_EVENTS.labels(resource="pods").inc()
-    rt = runtime()
-    node = (body.get("spec") or {}).get("nodeName") or UNSCHEDULED
-    phase = (body.get("status") or {}).get("phase")
-    if phase in (None, "Pending") and node != UNSCHEDULED:
-        rt.mark(node, UNSCHEDULED)  # just bound: it leaves the unscheduled bucket
-    else:
-        rt.mark(node)
-    rt.ready.set()
-
-
-@kopf.on.event("nodes")
-def node_event(name: str, **_: Any) -> None:
-    metrics.WATCH_EVENTS.labels(resource="nodes").inc()
-    rt = runtime()
-    rt.mark(name)
-    rt.ready.set()
-
-
-@kopf.on.event("events")
-def event_event(body: kopf.Body, **_: Any) -> None:
-    metrics.WATCH_EVENTS.labels(resource="events").inc()
-    info = oom_event_info(dict(body))
-    rt = runtime()
-    if info is not None:
-        rt.mark(info.node)
-    rt.ready.set()
-
-
-@kopf.on.event("namespaces")
-def namespace_event(**_: Any) -> None:
-    metrics.WATCH_EVENTS.labels(resource="namespaces").inc()
-    rt = runtime()
-    rt.mark_all()
-    rt.ready.set()
+    return [
+        # Succeeded pods hold no memory and break no rule (Failed ones stay: memory evictions).
+        Reflector(api, "/api/v1/pods", convert=_pod, store=rt.stores["pods"], on_change=mark,
+                  field_selector="status.phase!=Succeeded", chunk=chunk),
+        Reflector(api, "/api/v1/nodes", convert=_node, store=rt.stores["nodes"], on_change=mark, chunk=chunk),
+        # Only Warning events about Nodes can be OOM reports (NPD's OOMKilling, kubelet's SystemOOM).
+        Reflector(api, "/api/v1/events", convert=_oom_event, store=rt.stores["events"], on_change=mark,
+                  field_selector="involvedObject.kind=Node,type=Warning", chunk=chunk),
+        Reflector(api, "/api/v1/namespaces", convert=_namespace, store=rt.stores["namespaces"],
+                  on_change=mark_all, chunk=chunk),
+    ]
 
 
 @kopf.on.event(P.GROUP, P.VERSION, P.PLURAL)
 def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     rt = runtime()
-    rt.ready.set()
     meta = body.get("metadata") or {}
     if type == "DELETED":
         gone = rt.policies.pop(name, None)
@@ -379,7 +331,6 @@ def _export_metrics(state: PolicyState) -> None:
 
 async def reconcile_loop(rt: Runtime) -> None:
     await rt.ready.wait()
-    log.info("caches are filled; evaluating policies")
     while True:
         try:
             await asyncio.wait_for(rt.changed.wait(), timeout=rt.options.resync_seconds)
@@ -400,13 +351,11 @@ async def reconcile_loop(rt: Runtime) -> None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwargs: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     from kubernetes import client, config
 
     rt = runtime()
     configure(settings)
-    for name in ("mh_pods", "mh_nodes", "mh_oom_events", "mh_namespaces"):
-        rt.indexes[name] = kwargs[name]
     try:
         config.load_incluster_config()
     except config.ConfigException:
@@ -425,6 +374,20 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwa
     rt.sink = EventSink(rt.api, instance, o.event_burst, o.event_refill_seconds, o.event_qps)
     n = await rt.sink.preload()
     logger.info("found %d events posted by earlier runs", n)
+    rt.session = ApiSession()
+    chunk = int(os.environ.get("MEMORY_HYGIENE_CHUNK_SIZE", "500"))
+    refl = reflectors(rt, rt.session, chunk)
+    for r in refl:
+        rt.tasks.append(asyncio.create_task(r.run(), name=f"memory-hygiene reflector {r.resource}"))
+
+    async def synced() -> None:
+        started = time.monotonic()
+        await asyncio.gather(*(r.synced.wait() for r in refl))
+        logger.info("caches filled in %.1fs: %d pods, %d nodes, %d OOM events, %d namespaces",
+                    time.monotonic() - started, *(len(rt.stores[k]) for k in ("pods", "nodes", "events", "namespaces")))
+        rt.ready.set()
+
+    rt.oneshots.append(asyncio.create_task(synced(), name="memory-hygiene synced"))
     rt.tasks.append(asyncio.create_task(rt.sink.run(), name="memory-hygiene events"))
     rt.tasks.append(asyncio.create_task(reconcile_loop(rt), name="memory-hygiene reconcile"))
 
@@ -432,22 +395,20 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwa
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     rt = runtime()
-    for t in rt.tasks:
+    for t in rt.tasks + rt.oneshots:
         t.cancel()
-    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await asyncio.gather(*rt.tasks, *rt.oneshots, return_exceptions=True)
     rt.tasks.clear()
+    rt.oneshots.clear()
+    if rt.session is not None:
+        await rt.session.close()
+        rt.session = None
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """Server-side filters and paging for the big watches (see docs/scale.md)."""
+    """kopf watches only MemoryPolicies (and CRDs, for discovery)."""
     settings.watching.chunk_size = int(os.environ.get("MEMORY_HYGIENE_CHUNK_SIZE", "500"))
-    # Only Warning events about Nodes can be OOM reports (NPD's OOMKilling, kubelet's SystemOOM).
-    settings.watching.field_selectors["events"] = "involvedObject.kind=Node,type=Warning"
-    # Succeeded pods hold no memory and break no rule. (Failed ones stay: memory evictions.)
-    settings.watching.field_selectors["pods"] = "status.phase!=Succeeded"
-    settings.posting.enabled = False  # kopf's own per-handler events would go on Pods and Nodes
+    settings.posting.enabled = False  # kopf's own per-handler Events: we post our own
     # kopf removes its finalizer from any watched object that carries it (e.g. left by another
-    # kopf operator): a name of our own, which nothing ever sets, means it never patches a Pod.
+    # kopf operator): a name of our own, which nothing ever sets, means it never patches one.
     settings.persistence.finalizer = "memoryhygiene.io/never-set"
-    settings.execution.max_workers = 4
-

@@ -24,7 +24,7 @@ class Need(NamedTuple):
 
 
 NEEDS = [
-    *(Need("", r, v, why="watched into the indexes") for r in ("pods", "nodes", "namespaces") for v in ("list", "watch")),
+    *(Need("", r, v, why="the list+watch caches (shell/reflector.py)") for r in ("pods", "nodes", "namespaces") for v in ("list", "watch")),
     Need("", "events", "list", why="OOM events, and our own Events at startup"),
     Need("", "events", "watch", why="OOM events"),
     Need("", "events", "create", why="posting Events"),

@@ -1,0 +1,241 @@
+"""List+watch caches of small tuples, for Pods, Nodes, Events and Namespaces.
+
+kopf gives every object event its own worker, Body wrappers, loggers and handler invocation:
+about 10 ms of CPU per Pod on our machines, so 150,000 Pods take longer to sync than the
+operator may (docs/benchmarks.md). A Reflector does what client-go's does, and no more: it
+LISTs a resource in pages, then WATCHes it from the list's resourceVersion (with bookmarks),
+and lists again after 410 Gone; each object is converted at once to the core's small tuple and
+kept per bucket (node name). Read-only: GET requests only. kopf still runs the MemoryPolicy
+side (``shell/operator.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import aiohttp
+
+from . import metrics
+
+log = logging.getLogger("memory_hygiene.reflector")
+
+Convert = Callable[[dict], "tuple[str, Any] | None"]
+"""An object to (bucket, tuple), or None to keep nothing of it. May raise ValueError."""
+
+
+class Buckets:
+    """bucket -> {object key -> tuple}: what the engine reads (``ClusterView``)."""
+
+    def __init__(self) -> None:
+        self.by_bucket: dict[str, dict[str, Any]] = {}
+        self.where: dict[str, str] = {}
+
+    def values(self, bucket: str) -> Iterable[Any]:
+        d = self.by_bucket.get(bucket)
+        return list(d.values()) if d else ()
+
+    def first(self, bucket: str) -> Any:
+        d = self.by_bucket.get(bucket)
+        return next(iter(d.values())) if d else None
+
+    def buckets(self) -> Iterable[str]:
+        return self.by_bucket.keys()
+
+    def items(self) -> Iterator[tuple[str, Iterable[Any]]]:
+        return ((k, d.values()) for k, d in self.by_bucket.items())
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def put(self, key: str, bucket: str, info: Any) -> str | None:
+        """Store; returns the bucket the object was in before, if any."""
+        old = self.where.get(key)
+        if old is not None and old != bucket:
+            self._drop(key, old)
+        self.by_bucket.setdefault(bucket, {})[key] = info
+        self.where[key] = bucket
+        return old
+
+    def remove(self, key: str) -> str | None:
+        old = self.where.pop(key, None)
+        if old is not None:
+            self._drop(key, old)
+        return old
+
+    def _drop(self, key: str, bucket: str) -> None:
+        d = self.by_bucket.get(bucket)
+        if d is not None:
+            d.pop(key, None)
+            if not d:
+                del self.by_bucket[bucket]
+
+
+class Reflector:
+    """One resource's LIST+WATCH into a ``Buckets``; ``on_change(old_bucket, new_bucket)`` is
+    called for every change, and ``synced`` is set once the first LIST is complete."""
+
+    def __init__(self, api: ApiSession, path: str, *, convert: Convert, store: Buckets,
+                 on_change: Callable[[str | None, str | None], None], field_selector: str | None = None,
+                 chunk: int = 500, watch_timeout: int = 300) -> None:
+        self.api, self.path = api, path
+        self.convert, self.store, self.on_change = convert, store, on_change
+        self.field_selector, self.chunk, self.watch_timeout = field_selector, chunk, watch_timeout
+        self.resource = path.rstrip("/").rsplit("/", 1)[-1]
+        self.synced = asyncio.Event()
+
+    def _params(self, **extra: str) -> dict[str, str]:
+        if self.field_selector:
+            extra["fieldSelector"] = self.field_selector
+        return extra
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                rv = await self._list()
+                self.synced.set()
+                delay = 0.5
+                while rv:
+                    rv = await self._watch(rv)
+                metrics.WATCH_RESTARTS.labels(resource=self.resource).inc()  # 410 Gone: list again
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure: list again after a pause
+                metrics.WATCH_RESTARTS.labels(resource=self.resource).inc()
+                log.warning("%s: %s; listing again in %.1fs", self.path, err or type(err).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _list(self) -> str:
+        seen: set[str] = set()
+        cont: str | None = None
+        rv = ""
+        while True:
+            params = self._params(limit=str(self.chunk)) if self.chunk else self._params()
+            if cont:
+                params["continue"] = cont
+            status, body = await self.api.get_json(self.path, params)
+            if status == 410 and cont:  # the continue token expired: start over
+                cont, rv = None, ""
+                seen.clear()
+                continue
+            if status != 200:
+                raise RuntimeError(f"LIST {self.path}: HTTP {status}: {str(body)[:200]}")
+            for obj in body.get("items") or []:
+                key = self._apply(obj)
+                if key:
+                    seen.add(key)
+            meta = body.get("metadata") or {}
+            rv = meta.get("resourceVersion") or rv
+            cont = meta.get("continue")
+            if not cont:
+                break
+        for key in [k for k in self.store.where if k not in seen]:  # gone while we were not watching
+            self.on_change(self.store.remove(key), None)
+        return rv
+
+    @staticmethod
+    def _key(obj: dict) -> str:
+        meta = obj.get("metadata") or {}
+        return meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+    def _apply(self, obj: dict) -> str | None:
+        metrics.WATCH_EVENTS.labels(resource=self.resource).inc()
+        key = self._key(obj)
+        try:
+            conv = self.convert(obj)
+        except ValueError as err:
+            log.warning("%s %s left out: %s", self.resource, key, err)
+            conv = None
+        if conv is None:
+            old = self.store.remove(key)
+            if old is not None:
+                self.on_change(old, None)
+            return None
+        bucket, info = conv
+        old = self.store.put(key, bucket, info)
+        self.on_change(old, bucket)
+        return key
+
+    async def _watch(self, rv: str) -> str:
+        """Watch until the server ends the stream; the resourceVersion to go on from, or "" when
+        the cache must be listed again (410 Gone)."""
+        params = self._params(watch="1", allowWatchBookmarks="true", resourceVersion=rv,
+                              timeoutSeconds=str(self.watch_timeout))
+        async with self.api.stream(self.path, params) as r:
+            if r.status == 410:
+                return ""
+            if r.status != 200:
+                raise RuntimeError(f"WATCH {self.path}: HTTP {r.status}")
+            async for line in r.content:
+                if not line.strip():
+                    continue
+                ev = json.loads(line)
+                obj = ev.get("object") or {}
+                kind = ev.get("type")
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        return ""
+                    raise RuntimeError(f"watch error: {obj.get('message') or obj}")
+                rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                if kind == "BOOKMARK":
+                    continue
+                if kind == "DELETED":
+                    metrics.WATCH_EVENTS.labels(resource=self.resource).inc()
+                    old = self.store.remove(self._key(obj))
+                    if old is not None:
+                        self.on_change(old, None)
+                else:
+                    self._apply(obj)
+        return rv
+
+
+class ApiSession:
+    """GETs to the API server with the kubernetes client's configuration (kubeconfig or
+    in-cluster), over one aiohttp session. The bearer token is read again at every request, so a
+    rotated service-account token is picked up."""
+
+    def __init__(self, configuration: Any = None) -> None:
+        from kubernetes import client
+
+        self.cfg = configuration or client.Configuration.get_default_copy()
+        ctx = ssl.create_default_context(cafile=self.cfg.ssl_ca_cert) if self.cfg.ssl_ca_cert \
+            else ssl.create_default_context()
+        if self.cfg.cert_file and self.cfg.key_file:
+            ctx.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
+        if not self.cfg.verify_ssl:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        self.server = self.cfg.host.rstrip("/")
+        self._connector = aiohttp.TCPConnector(ssl=ctx, limit=16)
+        self.session = aiohttp.ClientSession(connector=self._connector, read_bufsize=1 << 20)
+
+    def headers(self) -> dict[str, str]:
+        hook = getattr(self.cfg, "refresh_api_key_hook", None)
+        if hook is not None:
+            hook(self.cfg)
+        token = self.cfg.get_api_key_with_prefix("BearerToken") or self.cfg.get_api_key_with_prefix("authorization")
+        h = {"Accept": "application/json", "User-Agent": "memory-hygiene"}
+        if token:
+            h["Authorization"] = token if token.lower().startswith("bearer ") else f"Bearer {token}"
+        return h
+
+    async def get_json(self, path: str, params: dict[str, str]) -> tuple[int, Any]:
+        async with self.session.get(self.server + path, params=params, headers=self.headers()) as r:
+            raw = await r.read()
+            try:
+                return r.status, json.loads(raw)
+            except ValueError:
+                return r.status, raw[:200]
+
+    def stream(self, path: str, params: dict[str, str]) -> Any:
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
+        return self.session.get(self.server + path, params=params, headers=self.headers(), timeout=timeout)
+
+    async def close(self) -> None:
+        await self.session.close()
