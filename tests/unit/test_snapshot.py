@@ -288,3 +288,23 @@ def test_not_an_object(obj):
         pod_info(obj)
     with pytest.raises(MalformedObjectError):
         node_info(obj)
+
+
+def test_shape_cache_gives_the_same_answers_as_the_full_math():
+    """Pods of one shape share their memory math; anything that the math reads changes the shape."""
+    import copy
+
+    from memory_hygiene.core import snapshot
+    from tests.unit.test_qos import UPSTREAM_OOM_CASES
+
+    pods = [case[1] for case in UPSTREAM_OOM_CASES] + [POD]
+    snapshot._SHAPES.clear()
+    cold = [pod_info(p) for p in pods]
+    warm = [pod_info(p) for p in pods]
+    assert cold == warm
+    twin = copy.deepcopy(POD)
+    twin["metadata"]["name"] = "api-other"
+    assert pod_info(twin)._replace(name="api-7d9f") == pod_info(POD)
+    resized = copy.deepcopy(POD)
+    resized["status"]["containerStatuses"][0]["allocatedResources"] = {"memory": "2Gi"}
+    assert pod_info(resized).request != pod_info(POD).request

@@ -26,6 +26,7 @@ Deliberate differences, all toward rejecting garbage:
 from __future__ import annotations
 
 import decimal
+import functools
 import math
 import re
 from decimal import ROUND_CEILING, ROUND_UP, Decimal
@@ -80,6 +81,17 @@ def parse_decimal(q: str | int | float) -> Decimal:
     Values keep their sign; non-zero values are rounded away from zero to a multiple of 1e-9, and
     binary-suffixed amounts are capped at 2**63 - 1. Raises QuantityError naming the input.
     """
+    if isinstance(q, str):
+        return _parse_text(q)  # the same few strings ("128Mi", "1Gi") recur on every pod
+    return _parse(q)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_text(q: str) -> Decimal:
+    return _parse(q)
+
+
+def _parse(q: str | int | float) -> Decimal:
     text = _as_text(q)
     if not _GRAMMAR.fullmatch(text):
         raise QuantityError(f"invalid quantity {q!r}: not of the form <number>[suffix]")

@@ -8,6 +8,7 @@ KeyError/TypeError.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -101,6 +102,47 @@ def _oom_times(obj: dict, cs: dict, path: str) -> tuple[float, ...]:
     return tuple(sorted(found))
 
 
+_SHAPES: dict[str, tuple] = {}
+_SHAPES_MAX = 20_000
+
+
+def _shape(pod: dict) -> str | None:
+    """Everything the memory math (resources.py, qos.py) reads from a Pod, as one string: pods
+    of the same shape (a Deployment's replicas) share the result. None when not well-formed
+    enough to say (the full path then raises the clear error)."""
+    try:
+        meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+        annotations = meta.get("annotations") or {}
+        statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+        return json.dumps([
+            [[c.get("name"), c.get("resources"), c.get("restartPolicy")] for c in spec.get("initContainers") or []],
+            [[c.get("name"), c.get("resources")] for c in spec.get("containers") or []],
+            spec.get("resources"), spec.get("overhead"), spec.get("priorityClassName"), spec.get("priority"),
+            annotations.get("kubernetes.io/config.source"), "kubernetes.io/config.mirror" in annotations,
+            status.get("qosClass"), status.get("allocatedResources"), status.get("resources"),
+            [[x.get("name"), x.get("allocatedResources"), x.get("resources")] for x in statuses],
+            [[c.get("type"), c.get("reason")] for c in status.get("conditions") or []
+             if c.get("type") == "PodResizePending"],
+        ], sort_keys=True)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _memory_math(pod: dict) -> tuple:
+    """(request, limit, per-container ContainerMemory, score requests, QoS, node-critical)."""
+    key = _shape(pod)
+    hit = _SHAPES.get(key) if key is not None else None
+    if hit is not None:
+        return hit
+    request, limit = pod_memory(pod)
+    result = (request, limit, container_memory(pod), score_requests(pod), qos_class(pod), is_node_critical(pod))
+    if key is not None:
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[key] = result
+    return result
+
+
 def pod_info(pod: dict) -> PodInfo:
     """A Pod object as a PodInfo (effective memory, QoS, per-container runtime state)."""
     if not isinstance(pod, dict):
@@ -108,10 +150,9 @@ def pod_info(pod: dict) -> PodInfo:
     meta = mapping(pod, pod.get("metadata"), "metadata")
     spec = mapping(pod, pod.get("spec"), "spec")
     status = mapping(pod, pod.get("status"), "status")
-    request, limit = pod_memory(pod)
-    scores = score_requests(pod)
+    request, limit, memories, scores, qos, node_critical = _memory_math(pod)
     infos = []
-    for c, mem in zip(containers(pod), container_memory(pod), strict=True):
+    for c, mem in zip(containers(pod), memories, strict=True):
         cs, path = c.status or {}, c.status_path
         state = mapping(pod, cs.get("state"), f"{path}.state")
         restarts = cs.get("restartCount", 0)
@@ -137,13 +178,13 @@ def pod_info(pod: dict) -> PodInfo:
         node=_str(pod, spec.get("nodeName"), "spec.nodeName") or None,
         phase=_str(pod, status.get("phase"), "status.phase") or "Unknown",
         labels=_labels(pod),
-        qos=qos_class(pod),
+        qos=qos,
         request=request,
         limit=limit,
         containers=tuple(infos),
         reason=_str(pod, status.get("reason"), "status.reason"),
         message=_str(pod, status.get("message"), "status.message"),
-        node_critical=is_node_critical(pod),
+        node_critical=node_critical,
         created=_time(pod, meta.get("creationTimestamp"), "metadata.creationTimestamp"),
     )
 

@@ -84,7 +84,7 @@ class EventSink:
         instance: str,
         burst: int = 25,
         refill_seconds: float = 300.0,
-        qps: float = 10.0,
+        qps: float = 50.0,
         queue_size: int = 10_000,
         clock: Callable[[], float] | None = None,
     ) -> None:

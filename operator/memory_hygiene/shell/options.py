@@ -17,6 +17,6 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="Events one object may get at once before rate limiting (client-go: 25)")
     p.add_argument("--event-refill-seconds", type=float, default=300.0, metavar="S",
                    help="one more Event per object every S seconds (client-go: 300)")
-    p.add_argument("--event-qps", type=float, default=10.0, metavar="Q",
-                   help="Events posted per second at most, over all objects (default 10)")
+    p.add_argument("--event-qps", type=float, default=50.0, metavar="Q",
+                   help="Events posted per second at most, over all objects (default 50, kubelet's eventRecordQPS)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")
