@@ -113,28 +113,41 @@ class Reflector:
 
     async def _list(self) -> str:
         seen: set[str] = set()
-        cont: str | None = None
-        rv = ""
-        while True:
+        # The first LIST asks for resourceVersion=0, as client-go's reflector does: the API server
+        # answers from its watch cache instead of reading every object from etcd. Later LISTs
+        # (after 410 Gone or an error) ask for the latest, so the cache never goes back in time.
+        first = not self.synced.is_set()
+
+        def page(cont: str | None) -> asyncio.Task[tuple[int, Any]]:
             params = self._params(limit=str(self.chunk)) if self.chunk else self._params()
             if cont:
                 params["continue"] = cont
-            status, body = await self.api.get_json(self.path, params)
+            elif first:
+                params["resourceVersion"] = "0"
+            return asyncio.ensure_future(self.api.get_json(self.path, params))
+
+        rv, cont = "", None
+        pending = page(None)
+        while pending is not None:
+            status, body = await pending
+            pending = None
             if status == 410 and cont:  # the continue token expired: start over
-                cont, rv = None, ""
+                rv, cont = "", None
                 seen.clear()
+                pending = page(None)
                 continue
             if status != 200:
                 raise RuntimeError(f"LIST {self.path}: HTTP {status}: {str(body)[:200]}")
+            meta = body.get("metadata") or {}
+            rv = meta.get("resourceVersion") or rv
+            cont = meta.get("continue")
+            if cont:  # fetch the next page while this one is converted
+                pending = page(cont)
             for obj in body.get("items") or []:
                 key = self._apply(obj)
                 if key:
                     seen.add(key)
-            meta = body.get("metadata") or {}
-            rv = meta.get("resourceVersion") or rv
-            cont = meta.get("continue")
-            if not cont:
-                break
+            del body
         for key in [k for k in self.store.where if k not in seen]:  # gone while we were not watching
             self.on_change(self.store.remove(key), None)
         return rv
