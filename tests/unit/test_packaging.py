@@ -215,8 +215,8 @@ def test_deployment_is_locked_down() -> None:
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == UID
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
-                              "limits": {"cpu": "1", "memory": "512Mi"}}
+    assert c["resources"] == {"requests": {"cpu": "250m", "memory": "512Mi"},
+                              "limits": {"cpu": "2", "memory": "1Gi"}}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
     assert {"name": "http-metrics", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
