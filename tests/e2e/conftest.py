@@ -254,8 +254,13 @@ def crd(cluster, kubectl) -> Path:
     """The MemoryPolicy CRD from crds/, installed and Established."""
     proc = kubectl("apply", "-f", str(CRD_FILE))
     assert proc.returncode == 0, proc.stderr
-    proc = kubectl("wait", "--for=condition=Established", "crd/memorypolicies.memoryhygiene.io", "--timeout=60s")
-    assert proc.returncode == 0, proc.stderr
+    # Polled rather than `kubectl wait`, which errors out while status.conditions is still null.
+    def established() -> bool:
+        out = kubectl("get", "crd/memorypolicies.memoryhygiene.io", "-o",
+                      'jsonpath={.status.conditions[?(@.type=="Established")].status}')
+        return out.returncode == 0 and out.stdout.strip() == "True"
+
+    wait_for(established, timeout=60, what="the MemoryPolicy CRD to be Established")
     return CRD_FILE
 
 

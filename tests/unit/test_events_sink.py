@@ -55,8 +55,9 @@ class Clock:
 
 async def drain(sink):
     task = asyncio.create_task(sink.run())
-    await sink.queue.join()
+    await asyncio.wait_for(sink.drained(), 5)
     task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def run(coro):
@@ -154,5 +155,34 @@ def test_full_queue_drops_and_counts():
         results = [sink.announce(Target("v1", "Pod", f"p{i}", f"u{i}", "ns"), "r", "X", "m", True) for i in range(5)]
         assert results == [True, True, True, False, False]
         assert metrics.EVENTS_DROPPED.labels(cause="queue_full")._value.get() - before == 2
+
+    run(go())
+
+
+def test_news_goes_before_the_backlog_of_a_first_evaluation():
+    async def go():
+        api = FakeApi()
+        sink = EventSink(api, "test", qps=0, clock=Clock())
+        for i in range(5):
+            sink.announce(Target("v1", "Pod", f"old{i}", f"o{i}", "ns"), "r", "X", "m", True, backlog=True)
+        sink.announce(Target("v1", "Pod", "new", "n", "ns"), "r", "X", "m", True)
+        await drain(sink)
+        created = [key[1].split(".")[0] for op, key in api.calls if op == "create"]
+        assert created[0] == "new" and sorted(created[1:]) == [f"old{i}" for i in range(5)]
+
+    run(go())
+
+
+def test_global_rate_is_kept_with_several_workers():
+    async def go():
+        api = FakeApi()
+        sink = EventSink(api, "test", qps=20, clock=Clock())
+        for i in range(10):
+            sink.announce(Target("v1", "Pod", f"p{i}", f"u{i}", "ns"), "r", "X", "m", True)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await drain(sink)
+        assert len(api.events) == 10
+        assert loop.time() - started >= 9 / 20 - 0.01, "10 Events at 20/s take at least 0.45 s"
 
     run(go())

@@ -7,12 +7,15 @@ is newer than the opposite one (the operator restarted while the violation went 
 that comes back after it ended bumps the existing Event's count, as kubectl shows "(x2 over ...)".
 
 Rate limits: per involved object a token bucket as client-go's (burst 25, one more every 5
-minutes); over all objects, a queue drained at ``qps``; what does not fit is dropped and counted.
+minutes); over all objects, at most ``qps`` a second, posted by a few workers; what does not fit
+in the queue is dropped and counted. Transitions seen while running go before the backlog of a
+first evaluation (a new operator or policy may find thousands of violations at once): news first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import hashlib
 import logging
@@ -95,7 +98,12 @@ class EventSink:
         self.qps = qps
         self.clock = clock or time.time
         self.buckets = TokenBuckets(burst, refill_seconds)
-        self.queue: asyncio.Queue[Announcement] = asyncio.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.live: collections.deque[Announcement] = collections.deque()
+        self.backlog: collections.deque[Announcement] = collections.deque()
+        self.in_flight = 0
+        self._wakeup = asyncio.Event()
+        self._next_slot = 0.0
         self.ledger: dict[tuple[str, str], float] = {}
         """(namespace, event name) -> when it was last posted."""
 
@@ -134,8 +142,10 @@ class EventSink:
 
     # --- announcing ------------------------------------------------------------------------
 
-    def announce(self, target: Target, identity: str, reason: str, message: str, started: bool) -> bool:
-        """Queue an Event for a transition; False when it was a duplicate or was dropped."""
+    def announce(self, target: Target, identity: str, reason: str, message: str, started: bool,
+                 backlog: bool = False) -> bool:
+        """Queue an Event for a transition; False when it was a duplicate or was dropped.
+        ``backlog``: from a first evaluation, posted after what happens meanwhile."""
         start_name, end_name = event_names(target, identity)
         name, other = (start_name, end_name) if started else (end_name, start_name)
         a = Announcement(
@@ -146,30 +156,51 @@ class EventSink:
         if not self.buckets.allow(target.uid, self.clock()):
             metrics.EVENTS_DROPPED.labels(cause="object_rate_limit").inc()
             return False
-        try:
-            self.queue.put_nowait(a)
-        except asyncio.QueueFull:
+        if len(self.live) + len(self.backlog) >= self.queue_size:
             metrics.EVENTS_DROPPED.labels(cause="queue_full").inc()
             return False
+        (self.backlog if backlog else self.live).append(a)
+        self._wakeup.set()
         # Mark it now, so a second pass before the worker posts it does not queue it twice.
         self.ledger[(target.event_namespace, name)] = self.clock()
         return True
 
-    async def run(self) -> None:
-        """Post queued Events, at most ``qps`` a second."""
+    def pending(self) -> int:
+        return len(self.live) + len(self.backlog) + self.in_flight
+
+    async def drained(self) -> None:
+        """Wait until everything queued was posted (or failed)."""
+        while self.pending():
+            await asyncio.sleep(0.01)
+
+    async def run(self, workers: int = 4) -> None:
+        """Post queued Events with a few workers (the API calls block), at most ``qps`` a second."""
+        await asyncio.gather(*(self._worker() for _ in range(workers)))
+
+    async def _worker(self) -> None:
         interval = 1.0 / self.qps if self.qps > 0 else 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            a = await self.queue.get()
+            if not self.live and not self.backlog:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            a = self.live.popleft() if self.live else self.backlog.popleft()
+            self.in_flight += 1
             try:
+                if interval:  # take the next free slot of the global rate
+                    now = loop.time()
+                    slot = max(now, self._next_slot)
+                    self._next_slot = slot + interval
+                    if slot > now:
+                        await asyncio.sleep(slot - now)
                 await asyncio.to_thread(self._post, a)
                 metrics.EVENTS_POSTED.labels(reason=a.reason).inc()
             except Exception as err:  # noqa: BLE001 - an Event is not worth crashing for
                 metrics.EVENTS_DROPPED.labels(cause="api_error").inc()
                 log.warning("could not post %s event %s/%s: %s", a.reason, a.target.event_namespace, a.name, err)
             finally:
-                self.queue.task_done()
-            if interval:
-                await asyncio.sleep(interval)
+                self.in_flight -= 1
 
     def _post(self, a: Announcement) -> None:
         from kubernetes.client import ApiException

@@ -225,8 +225,9 @@ def _object_text(v: Violation) -> str:
 
 
 def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Violation], now: float,
-                         view: ClusterView) -> None:
-    """Events for violations that started or ended since the last pass."""
+                         view: ClusterView, backlog: bool = False) -> None:
+    """Events for violations that started or ended since the last pass (``backlog``: the first
+    pass of a policy, whose Events go after the news of later passes)."""
     current_by_key = {v.key: v for v in current}
     sink = rt.sink
     started = [v for k, v in current_by_key.items() if k not in state.active]
@@ -235,9 +236,9 @@ def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Viol
         state.active[v.key] = now
         if sink is not None:
             identity = "\0".join(v.key)
-            sink.announce(_target_of(v), identity, v.rule, v.message, started=True)
-            sink.announce(_policy_target(state), "\0".join(v.key), v.rule, f"{_object_text(v)}: {v.message}",
-                          started=True)
+            sink.announce(_target_of(v), identity, v.rule, v.message, started=True, backlog=backlog)
+            sink.announce(_policy_target(state), identity, v.rule, f"{_object_text(v)}: {v.message}",
+                          started=True, backlog=backlog)
     alive: set[str] | None = None
     for v in ended:
         state.active.pop(v.key, None)
@@ -282,7 +283,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
             await write_status(rt, state, status)
             continue
         started = time.perf_counter()
-        first_pass = not state.engine.results and dirty is not None
+        first_pass = not state.engine.results
         unparsed = state.engine.refresh(view, None if first_pass else dirty, now)
         metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
         for ev in unparsed:
@@ -290,7 +291,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
             log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
                         ev.message[:200])
         current = list(state.engine.violations())
-        announce_transitions(rt, state, current, now, view)
+        announce_transitions(rt, state, current, now, view, backlog=first_pass)
         first_seen = dict(state.seeded_first_seen)
         for key, t in state.active.items():
             v = state.messages.get(key)
