@@ -87,7 +87,7 @@ def main() -> int:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.plot(*_pts(rows, lambda r: r["peak_rss_mb"]), "o-", lw=2, label=f"operator {commit}: peak RSS")
-    ax.plot(*_pts(rows, lambda r: r["steady"]["rss_mb"]), "s--", label=f"operator {commit}: steady RSS")
+    ax.plot(*_pts(rows, lambda r: r["steady"]["rss_mb"]), "s--", color="tab:cyan", label=f"operator {commit}: steady RSS")
     ax.plot(*_pts(old, lambda r: (r["operator_default"].get("stop") or {}).get("peak_rss_bytes", 0) / MB or None),
             "x-", color="gray", label="operator a120dc2 (kopf indexes): peak RSS (until stopped)")
     ax.plot(*_pts(rows, lambda r: r["checkers"]["memory_hygiene_audit"]["peak_rss_bytes"] / MB), "^-",
