@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the operator (watches Pods, Nodes and OOM Events; reconciles MemoryPolicies)",
         description="Run the operator against the cluster of the kubeconfig (or in-cluster).",
-        epilog="Environment: MEMORY_HYGIENE_CHUNK_SIZE (page size of the initial LISTs, default 500), "
+        epilog="Environment: MEMORY_HYGIENE_WATCH_LIST (default true: read the initial state as a watch "
+        "stream, sendInitialEvents, where the API server offers it; false: always LIST in pages), "
+        "MEMORY_HYGIENE_CHUNK_SIZE (page size of the initial LISTs, default 500), "
         "MEMORY_HYGIENE_RESYNC_SECONDS (how often nodes with OOM events are evaluated again as the "
         "events age out, default 30), POD_NAME (reportingInstance of the Events; default: the hostname). "
         "Also runnable as `kopf run -m memory_hygiene.shell.operator --all-namespaces` (then without the "

@@ -333,6 +333,15 @@ def test_metrics_endpoint(operator, sim, kube):
     assert f'memory_hygiene_node_limits_ratio{{node="{node}",policy="{name}"}} 1.5' in text
     assert "memory_hygiene_events_posted_total" in text
     assert "memory_hygiene_reconcile_duration_seconds_bucket" in text
+    # Where a change's time to its Event goes: every stage was measured at least once by now
+    # (the pod above came through the watch, made its node dirty, and its policy posted Events).
+    counts = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("memory_hygiene_") and "_count" in line.split()[0]}
+    for stage in ('memory_hygiene_watch_delay_seconds_count{resource="pods"}',
+                  "memory_hygiene_change_evaluated_seconds_count", "memory_hygiene_reconcile_pass_seconds_count",
+                  "memory_hygiene_event_post_seconds_count", "memory_hygiene_event_loop_lag_seconds_count"):
+        assert counts.get(stage, 0) >= 1, (stage, sorted(counts))
+    assert sum(v for k, v in counts.items() if k.startswith("memory_hygiene_event_queue_seconds_count")) >= 1
     assert operator.get("/readyz").strip() == "ok"
     assert operator.get("/healthz").startswith("ok")
     assert now_iso()

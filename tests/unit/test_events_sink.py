@@ -186,3 +186,24 @@ def test_global_rate_is_kept_with_several_workers():
         assert loop.time() - started >= 9 / 20 - 0.01, "10 Events at 20/s take at least 0.45 s"
 
     run(go())
+
+
+def _hist_count(h, **labels):
+    m = h.labels(**labels) if labels else h
+    return next(s.value for s in m.collect()[0].samples if s.name.endswith("_count"))
+
+
+def test_time_in_queue_and_posting_are_measured_per_queue():
+    async def go():
+        live0, backlog0 = (_hist_count(metrics.EVENT_QUEUE_SECONDS, queue=q) for q in ("live", "backlog"))
+        posts0 = _hist_count(metrics.EVENT_POST_SECONDS)
+        sink = EventSink(FakeApi(), "test", qps=0, clock=Clock())
+        sink.announce(Target("v1", "Pod", "old", "o", "ns"), "r", "X", "m", True, backlog=True)
+        sink.announce(Target("v1", "Pod", "a", "a", "ns"), "r", "X", "m", True)
+        sink.announce(Target("v1", "Pod", "b", "b", "ns"), "r", "X", "m", True)
+        await drain(sink)
+        assert _hist_count(metrics.EVENT_QUEUE_SECONDS, queue="live") - live0 == 2
+        assert _hist_count(metrics.EVENT_QUEUE_SECONDS, queue="backlog") - backlog0 == 1
+        assert _hist_count(metrics.EVENT_POST_SECONDS) - posts0 == 3
+
+    run(go())

@@ -7,6 +7,8 @@ import asyncio
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from aiohttp import web
 
 from memory_hygiene.shell import metrics
@@ -80,7 +82,8 @@ def test_list_watch_relist():
         watches = [
             [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "101"}}},
              {"type": "MODIFIED", "object": pod("b", "n2", 102)},       # moved: n1 -> n2
-             {"type": "ADDED", "object": pod("d", "", 103)},            # unscheduled
+             {"type": "ADDED", "object": {**pod("d", "", 103), "metadata": {
+                 **pod("d", "", 103)["metadata"], "creationTimestamp": "2001-01-01T00:00:00Z"}}},  # unscheduled
              {"type": "DELETED", "object": pod("a", "n1", 104)},
              {"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}}],
         ]
@@ -94,6 +97,8 @@ def test_list_watch_relist():
                          convert=lambda o: (o["spec"]["nodeName"], o["metadata"]["uid"]),
                          on_change=lambda old, new: changes.append((old, new)))
         before = metrics.WATCH_RESTARTS.labels(resource="pods")._value.get()
+        delays = metrics.WATCH_DELAY.labels(resource="pods")
+        added_before = next(s.value for s in delays.collect()[0].samples if s.name.endswith("_count"))
         task = asyncio.create_task(refl.run())
         await asyncio.wait_for(refl.synced.wait(), 5)
         await until(lambda: api.lists == 2 and len(store) == 3)
@@ -103,6 +108,9 @@ def test_list_watch_relist():
         assert (None, "n1") in changes and ("n1", "n2") in changes and ("n1", None) in changes
         assert ("n3", None) in changes, "vanished between LISTs: reported gone"
         assert metrics.WATCH_RESTARTS.labels(resource="pods")._value.get() - before == 1
+        samples = {s.name: s.value for s in delays.collect()[0].samples if not s.labels.get("le")}
+        assert samples["memory_hygiene_watch_delay_seconds_count"] - added_before == 1, "one ADDED watch event"
+        assert samples["memory_hygiene_watch_delay_seconds_sum"] > 1e6, "created in 2001: a delay of years"
         lists = [p for p in api.params if p.get("watch") != "1"]
         watch = next(p for p in api.params if p.get("watch") == "1")
         assert lists[0]["limit"] == "2" and lists[1]["continue"] == "2"
@@ -146,3 +154,88 @@ def test_buckets():
     assert b.put("k", "n1", 1) is None and b.put("k", "n2", 2) == "n1"
     assert list(b.values("n2")) == [2] and list(b.values("n1")) == [] and len(b) == 1
     assert b.remove("k") == "n2" and b.remove("k") is None and list(b.buckets()) == []
+
+
+class StreamingApi(FakeApi):
+    """Also answers ``sendInitialEvents=true`` watches: ``mode`` "stream" sends the objects as ADDED
+    events, the initial-events-end bookmark, then ``after``; "http500" and "error-event" refuse as
+    an API server without WatchList support does (a status, or an ERROR event in the stream)."""
+
+    def __init__(self, objects: list[dict], after: list[dict], mode: str = "stream") -> None:
+        super().__init__(objects, [])
+        self.mode, self.after, self.streams = mode, after, 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        q = dict(request.query)
+        if q.get("sendInitialEvents") != "true":
+            return await super().handle(request)
+        self.params.append(q)
+        self.streams += 1
+        if self.mode == "http500":
+            return web.json_response({"kind": "Status", "code": 500, "message": "RequestWatchProgress is disabled"},
+                                     status=500)
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        if self.mode == "error-event":
+            await resp.write((json.dumps({"type": "ERROR", "object": {
+                "kind": "Status", "code": 500, "message": "RequestWatchProgress is disabled"}}) + "\n").encode())
+            return resp
+        for o in self.snapshots[0]:
+            await resp.write((json.dumps({"type": "ADDED", "object": o}) + "\n").encode())
+        end = {"metadata": {"resourceVersion": "200", "annotations": {"k8s.io/initial-events-end": "true"}}}
+        await resp.write((json.dumps({"type": "BOOKMARK", "object": end}) + "\n").encode())
+        for ev in self.after:
+            await resp.write((json.dumps(ev) + "\n").encode())
+        await asyncio.sleep(30)
+        return resp
+
+
+def _convert(o):
+    return o["spec"]["nodeName"], o["metadata"]["uid"]
+
+
+def test_watch_list_streams_the_initial_state_then_watches_on():
+    async def go():
+        api = StreamingApi([pod("a", "n1", 1), pod("b", "n2", 2)],
+                           after=[{"type": "ADDED", "object": pod("c", "n1", 201)},
+                                  {"type": "DELETED", "object": pod("b", "n2", 202)}])
+        runner, server = await serve(api)
+        store, session = Buckets(), session_for(server)
+        changes = []
+        refl = Reflector(session, "/api/v1/pods", store=store, convert=_convert, watch_list=True,
+                         field_selector="status.phase!=Succeeded", on_change=lambda *c: changes.append(c))
+        task = asyncio.create_task(refl.run())
+        await asyncio.wait_for(refl.synced.wait(), 5)
+        await until(lambda: len(store) == 2 and store.first("n2") is None)
+        assert sorted(store.values("n1")) == ["a", "c"]
+        assert api.lists == 0 and api.streams == 1, "no LIST at all: one stream did it"
+        q = api.params[0]
+        assert q["resourceVersionMatch"] == "NotOlderThan" and "resourceVersion" not in q
+        assert q["allowWatchBookmarks"] == "true" and q["fieldSelector"] == "status.phase!=Succeeded"
+        assert refl.watch_list
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+        await runner.cleanup()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["http500", "error-event"])
+def test_watch_list_refused_falls_back_to_pages_for_good(mode):
+    async def go():
+        api = StreamingApi([pod("a", "n1", 1), pod("b", "n1", 2), pod("c", "n2", 3)], after=[], mode=mode)
+        runner, server = await serve(api)
+        store, session = Buckets(), session_for(server)
+        refl = Reflector(session, "/api/v1/pods", store=store, convert=_convert, watch_list=True, chunk=2,
+                         on_change=lambda *_: None)
+        task = asyncio.create_task(refl.run())
+        await asyncio.wait_for(refl.synced.wait(), 5)
+        assert len(store) == 3 and api.streams == 1 and api.lists == 1
+        assert not refl.watch_list, "asked once, not at every relist"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+        await runner.cleanup()
+
+    asyncio.run(go())

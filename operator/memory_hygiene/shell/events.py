@@ -19,6 +19,7 @@ import collections
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,9 @@ class Announcement:
     message: str
     name: str
     other_name: str
+    queued: float = 0.0
+    """When it was queued (time.monotonic())."""
+    backlog: bool = False
 
 
 def _now_iso(t: float) -> str:
@@ -91,8 +95,6 @@ class EventSink:
         queue_size: int = 10_000,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        import time
-
         self.api = api
         self.instance = instance
         self.qps = qps
@@ -149,7 +151,8 @@ class EventSink:
         start_name, end_name = event_names(target, identity)
         name, other = (start_name, end_name) if started else (end_name, start_name)
         a = Announcement(
-            target, reason, "Warning" if started else "Normal", message[:MAX_MESSAGE], name, other
+            target, reason, "Warning" if started else "Normal", message[:MAX_MESSAGE], name, other,
+            time.monotonic(), backlog,
         )
         if self._announced(a):
             return False
@@ -194,7 +197,10 @@ class EventSink:
                     self._next_slot = slot + interval
                     if slot > now:
                         await asyncio.sleep(slot - now)
+                posting = time.monotonic()
+                metrics.EVENT_QUEUE_SECONDS.labels(queue="backlog" if a.backlog else "live").observe(posting - a.queued)
                 await asyncio.to_thread(self._post, a)
+                metrics.EVENT_POST_SECONDS.observe(time.monotonic() - posting)
                 metrics.EVENTS_POSTED.labels(reason=a.reason).inc()
             except Exception as err:  # noqa: BLE001 - an Event is not worth crashing for
                 metrics.EVENTS_DROPPED.labels(cause="api_error").inc()

@@ -48,3 +48,42 @@ WATCH_RESTARTS = Counter(
     "Caches listed again: the watch ended with 410 Gone (resourceVersion too old) or failed.",
     ["resource"],
 )
+
+# --- where the time from a change in the cluster to its Event goes ------------------------------
+# Each stage of the path watch event -> reconcile pass -> Event queue -> POST has its own
+# histogram, so a slow violation-to-Event latency can be attributed (docs/benchmarks.md).
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+
+WATCH_DELAY = Histogram(
+    "memory_hygiene_watch_delay_seconds",
+    "From an object's creationTimestamp (whole seconds, so up to 1 s too high) to its ADDED watch "
+    "event being handled by the operator, by resource.",
+    ["resource"],
+    buckets=_LATENCY_BUCKETS,
+)
+CHANGE_EVALUATED = Histogram(
+    "memory_hygiene_change_evaluated_seconds",
+    "From the first watch event that made a node's part of the cluster dirty to the end of the "
+    "reconcile pass that evaluated it again.",
+    buckets=_LATENCY_BUCKETS,
+)
+PASS_SECONDS = Histogram(
+    "memory_hygiene_reconcile_pass_seconds",
+    "One whole reconcile pass: every policy evaluated, its Events queued, its status built and written.",
+    buckets=_LATENCY_BUCKETS,
+)
+EVENT_QUEUE_SECONDS = Histogram(
+    "memory_hygiene_event_queue_seconds",
+    "From an Event being queued to its POST starting, by queue (live: news; backlog: a first evaluation).",
+    ["queue"],
+    buckets=_LATENCY_BUCKETS,
+)
+EVENT_POST_SECONDS = Histogram(
+    "memory_hygiene_event_post_seconds", "One Event POST (or its update) to the API server.", buckets=_LATENCY_BUCKETS
+)
+LOOP_LAG = Histogram(
+    "memory_hygiene_event_loop_lag_seconds",
+    "How late a periodic timer fires: how long the operator's event loop was too busy to run it.",
+    buckets=_LATENCY_BUCKETS,
+)

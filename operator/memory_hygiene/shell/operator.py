@@ -80,7 +80,8 @@ class Runtime:
         self.options = Options.from_env()
         self.ready = asyncio.Event()
         self.changed = asyncio.Event()
-        self.dirty: set[str] = set()
+        self.dirty: dict[str, float] = {}
+        """Buckets changed since the last pass -> when the first change was seen (monotonic)."""
         self.full = True
         self.policies: dict[str, PolicyState] = {}
         self.stores: dict[str, Buckets] = {k: Buckets() for k in ("pods", "nodes", "events", "namespaces")}
@@ -93,7 +94,9 @@ class Runtime:
         self.session: ApiSession | None = None
 
     def mark(self, *buckets: str) -> None:
-        self.dirty.update(buckets)
+        now = time.monotonic()
+        for b in buckets:
+            self.dirty.setdefault(b, now)
         self.changed.set()
 
     def mark_all(self) -> None:
@@ -147,7 +150,7 @@ def _namespace(obj: dict) -> tuple[str, tuple[tuple[str, str], ...]]:
     return meta.get("name", ""), tuple(sorted((meta.get("labels") or {}).items()))
 
 
-def reflectors(rt: Runtime, api: ApiSession, chunk: int) -> list[Reflector]:
+def reflectors(rt: Runtime, api: ApiSession, chunk: int, watch_list: bool = False) -> list[Reflector]:
     def mark(old: str | None, new: str | None) -> None:
         rt.mark(*(b for b in (old, new) if b is not None))
 
@@ -157,13 +160,14 @@ def reflectors(rt: Runtime, api: ApiSession, chunk: int) -> list[Reflector]:
     return [
         # Succeeded pods hold no memory and break no rule (Failed ones stay: memory evictions).
         Reflector(api, "/api/v1/pods", convert=_pod, store=rt.stores["pods"], on_change=mark,
-                  field_selector="status.phase!=Succeeded", chunk=chunk),
-        Reflector(api, "/api/v1/nodes", convert=_node, store=rt.stores["nodes"], on_change=mark, chunk=chunk),
+                  field_selector="status.phase!=Succeeded", chunk=chunk, watch_list=watch_list),
+        Reflector(api, "/api/v1/nodes", convert=_node, store=rt.stores["nodes"], on_change=mark, chunk=chunk,
+                  watch_list=watch_list),
         # Only Warning events about Nodes can be OOM reports (NPD's OOMKilling, kubelet's SystemOOM).
         Reflector(api, "/api/v1/events", convert=_oom_event, store=rt.stores["events"], on_change=mark,
-                  field_selector="involvedObject.kind=Node,type=Warning", chunk=chunk),
+                  field_selector="involvedObject.kind=Node,type=Warning", chunk=chunk, watch_list=watch_list),
         Reflector(api, "/api/v1/namespaces", convert=_namespace, store=rt.stores["namespaces"],
-                  on_change=mark_all, chunk=chunk),
+                  on_change=mark_all, chunk=chunk, watch_list=watch_list),
     ]
 
 
@@ -342,15 +346,28 @@ async def reconcile_loop(rt: Runtime) -> None:
         # evaluating never takes more than half of the CPU however fast the cluster changes.
         await asyncio.sleep(max(rt.options.debounce_seconds, last_pass))
         rt.changed.clear()
-        dirty: set[str] | None = None if rt.full else rt.dirty
-        rt.dirty, rt.full = set(), False
+        marked, full = rt.dirty, rt.full
+        rt.dirty, rt.full = {}, False
         started = time.monotonic()
         try:
-            await reconcile_once(rt, dirty, time.time())
+            await reconcile_once(rt, None if full else set(marked), time.time())
         except Exception:  # noqa: BLE001 - keep the loop alive; the next pass evaluates everything
             log.exception("reconcile pass failed")
             rt.full = True
-        last_pass = time.monotonic() - started
+        ended = time.monotonic()
+        last_pass = ended - started
+        metrics.PASS_SECONDS.observe(last_pass)
+        if not full:
+            for t in marked.values():
+                metrics.CHANGE_EVALUATED.observe(ended - t)
+
+
+async def loop_lag_probe(period: float = 0.25) -> None:
+    """Measure how late the event loop runs a timer (a pass or a page parsed in the loop blocks it)."""
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(period)
+        metrics.LOOP_LAG.observe(max(0.0, time.monotonic() - t - period))
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
@@ -382,7 +399,8 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     logger.info("found %d events posted by earlier runs", n)
     rt.session = ApiSession()
     chunk = int(os.environ.get("MEMORY_HYGIENE_CHUNK_SIZE", "500"))
-    refl = reflectors(rt, rt.session, chunk)
+    watch_list = os.environ.get("MEMORY_HYGIENE_WATCH_LIST", "true").lower() not in ("0", "false", "no", "off")
+    refl = reflectors(rt, rt.session, chunk, watch_list)
     for r in refl:
         rt.tasks.append(asyncio.create_task(r.run(), name=f"memory-hygiene reflector {r.resource}"))
 
@@ -396,6 +414,7 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     rt.oneshots.append(asyncio.create_task(synced(), name="memory-hygiene synced"))
     rt.tasks.append(asyncio.create_task(rt.sink.run(), name="memory-hygiene events"))
     rt.tasks.append(asyncio.create_task(reconcile_loop(rt), name="memory-hygiene reconcile"))
+    rt.tasks.append(asyncio.create_task(loop_lag_probe(), name="memory-hygiene loop lag"))
 
 
 @kopf.on.cleanup()

@@ -15,11 +15,13 @@ import asyncio
 import json
 import logging
 import ssl
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import aiohttp
 
+from ..core.snapshot import TimeFormatError, parse_time
 from . import metrics
 
 log = logging.getLogger("memory_hygiene.reflector")
@@ -75,16 +77,29 @@ class Buckets:
                 del self.by_bucket[bucket]
 
 
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+class WatchListUnsupported(Exception):
+    """The API server cannot stream the initial state (``sendInitialEvents``): list instead."""
+
+
 class Reflector:
     """One resource's LIST+WATCH into a ``Buckets``; ``on_change(old_bucket, new_bucket)`` is
-    called for every change, and ``synced`` is set once the first LIST is complete."""
+    called for every change, and ``synced`` is set once the first LIST is complete.
+
+    ``watch_list``: get the initial state as a watch stream (``sendInitialEvents=true``, what
+    client-go calls WatchList: served from the API server's watch cache, one object at a time,
+    no pages held in memory), falling back to the paged LIST for good the first time the server
+    refuses it (it needs etcd >= 3.5.13 / 3.4.31 and the WatchList feature)."""
 
     def __init__(self, api: ApiSession, path: str, *, convert: Convert, store: Buckets,
                  on_change: Callable[[str | None, str | None], None], field_selector: str | None = None,
-                 chunk: int = 500, watch_timeout: int = 300) -> None:
+                 chunk: int = 500, watch_timeout: int = 300, watch_list: bool = False) -> None:
         self.api, self.path = api, path
         self.convert, self.store, self.on_change = convert, store, on_change
         self.field_selector, self.chunk, self.watch_timeout = field_selector, chunk, watch_timeout
+        self.watch_list = watch_list
         self.resource = path.rstrip("/").rsplit("/", 1)[-1]
         self.synced = asyncio.Event()
 
@@ -97,8 +112,17 @@ class Reflector:
         delay = 0.5
         while True:
             try:
-                rv = await self._list()
-                self.synced.set()
+                if self.watch_list:
+                    try:
+                        rv = await self._watch("", initial=True)
+                    except WatchListUnsupported as err:
+                        log.info("%s: the API server does not stream initial events (%s); listing in pages",
+                                 self.path, err)
+                        self.watch_list = False
+                        continue
+                else:
+                    rv = await self._list()
+                    self.synced.set()
                 delay = 0.5
                 while rv:
                     rv = await self._watch(rv)
@@ -145,9 +169,12 @@ class Reflector:
                 if key:
                     seen.add(key)
             del body
+        self._forget_unseen(seen)
+        return rv
+
+    def _forget_unseen(self, seen: set[str]) -> None:
         for key in [k for k in self.store.where if k not in seen]:  # gone while we were not watching
             self.on_change(self.store.remove(key), None)
-        return rv
 
     @staticmethod
     def _key(obj: dict) -> str:
@@ -172,15 +199,33 @@ class Reflector:
         self.on_change(old, bucket)
         return key
 
-    async def _watch(self, rv: str) -> str:
+    def _observe_delay(self, obj: dict) -> None:
+        try:
+            created = parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
+        except TimeFormatError:
+            return
+        if created is not None:
+            metrics.WATCH_DELAY.labels(resource=self.resource).observe(max(0.0, time.time() - created))
+
+    async def _watch(self, rv: str, initial: bool = False) -> str:
         """Watch until the server ends the stream; the resourceVersion to go on from, or "" when
-        the cache must be listed again (410 Gone)."""
-        params = self._params(watch="1", allowWatchBookmarks="true", resourceVersion=rv,
-                              timeoutSeconds=str(self.watch_timeout))
+        the cache must be listed again (410 Gone, or a stream of initial events cut short).
+
+        ``initial``: ask for the current state first (``sendInitialEvents``); its end is a
+        bookmark annotated ``k8s.io/initial-events-end``, after which ``synced`` is set."""
+        if initial:
+            params = self._params(watch="1", allowWatchBookmarks="true", sendInitialEvents="true",
+                                  resourceVersionMatch="NotOlderThan", timeoutSeconds=str(self.watch_timeout))
+        else:
+            params = self._params(watch="1", allowWatchBookmarks="true", resourceVersion=rv,
+                                  timeoutSeconds=str(self.watch_timeout))
+        seen: set[str] = set()
         async with self.api.stream(self.path, params) as r:
             if r.status == 410:
                 return ""
             if r.status != 200:
+                if initial:
+                    raise WatchListUnsupported(f"HTTP {r.status}: {(await r.text())[:200]}")
                 raise RuntimeError(f"WATCH {self.path}: HTTP {r.status}")
             async for line in r.content:
                 if not line.strip():
@@ -191,10 +236,25 @@ class Reflector:
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         return ""
+                    if initial:
+                        raise WatchListUnsupported(str(obj.get("message") or obj)[:200])
                     raise RuntimeError(f"watch error: {obj.get('message') or obj}")
-                rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                meta = obj.get("metadata") or {}
+                rv = meta.get("resourceVersion") or rv
                 if kind == "BOOKMARK":
+                    if initial and (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+                        self._forget_unseen(seen)
+                        initial, seen = False, set()
+                        self.synced.set()
                     continue
+                if initial:
+                    if kind == "ADDED":  # the current state, one object at a time
+                        key = self._apply(obj)
+                        if key:
+                            seen.add(key)
+                        continue
+                if kind == "ADDED":
+                    self._observe_delay(obj)
                 if kind == "DELETED":
                     metrics.WATCH_EVENTS.labels(resource=self.resource).inc()
                     old = self.store.remove(self._key(obj))
@@ -202,7 +262,7 @@ class Reflector:
                         self.on_change(old, None)
                 else:
                     self._apply(obj)
-        return rv
+        return "" if initial else rv
 
 
 class ApiSession:
