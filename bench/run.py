@@ -434,6 +434,47 @@ async def churn(kube: Kube, plan: Plan, events: EventLog, rate: float, seconds: 
     return out
 
 
+_STAGES = ("memory_hygiene_watch_delay_seconds", "memory_hygiene_change_evaluated_seconds",
+           "memory_hygiene_reconcile_pass_seconds", "memory_hygiene_event_queue_seconds",
+           "memory_hygiene_event_post_seconds", "memory_hygiene_event_loop_lag_seconds")
+
+
+def histograms(text: str) -> dict[str, dict[str, Any]]:
+    """The operator's stage histograms from /metrics: series -> {"buckets": {le: n}, "sum", "count"}."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in re.finditer(r"^(memory_hygiene_\w+?)_(bucket|sum|count)(\{[^}]*\})? ([0-9.e+-]+)$", text, re.M):
+        name, part, labels, value = m.group(1), m.group(2), m.group(3) or "", float(m.group(4))
+        if name not in _STAGES:
+            continue
+        le = re.search(r'le="([^"]+)"', labels)
+        rest = [kv for kv in labels.strip("{}").split(",") if kv and not kv.startswith("le=")]
+        series = name + ("{" + ",".join(rest) + "}" if rest else "")
+        h = out.setdefault(series, {"buckets": {}, "sum": 0.0, "count": 0.0})
+        if part == "bucket" and le:
+            h["buckets"][float(le.group(1))] = value
+        else:
+            h[part] = value
+    return out
+
+
+def stage_latency(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per stage, over a window: count, mean, and p50/p99 as the upper bound of their histogram bucket."""
+    out: dict[str, Any] = {}
+    for series, h in after.items():
+        b = before.get(series, {"buckets": {}, "sum": 0.0, "count": 0.0})
+        n = h["count"] - b["count"]
+        if n <= 0:
+            continue
+        cum = sorted((le, v - b["buckets"].get(le, 0.0)) for le, v in h["buckets"].items())
+
+        def q(p: float) -> float | None:
+            return next((le for le, c in cum if c >= p * n), None)
+
+        out[series] = {"count": int(n), "mean_s": round((h["sum"] - b["sum"]) / n, 4),
+                       "p50_le_s": q(0.5), "p99_le_s": q(0.99)}
+    return out
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
@@ -616,10 +657,15 @@ async def measure_size(cluster: BenchCluster, kube: Kube, state: LoadState, size
             log(f"initial Events posted after {waited}s more; churn at {args.churn_rate}/s for {args.churn_seconds}s")
             ckube = Kube.for_cluster(cluster, args.concurrency)
             snap0 = cpu_snapshot([cluster.apiserver_pid, cluster.etcd_pid, os.getpid(), op.pid])
+            hist0 = histograms(op.get("/metrics")[1])
             result["churn"] = await churn(ckube, plan, events, args.churn_rate, args.churn_seconds,
                                           args.violating_every, args.oom_per_second, args.churn_lifetime)
             snap1 = cpu_snapshot([cluster.apiserver_pid, cluster.etcd_pid, os.getpid(), op.pid])
             result["churn"]["contention"] = contention(snap0, snap1)
+            result["churn"]["stages"] = stage_latency(hist0, histograms(op.get("/metrics")[1]))
+            for series, st in result["churn"]["stages"].items():
+                log(f"  {series}: n={st['count']} mean {st['mean_s']} s, p50 <= {st['p50_le_s']} s, "
+                    f"p99 <= {st['p99_le_s']} s")
             await ckube.close()
             await post_oom_events(kube, plan, exp)  # drop the churn's OOM events: back to what was planted
             c = result["churn"]
@@ -859,7 +905,12 @@ def main() -> int:
     ap.add_argument("--default-timeout", type=float, default=300.0)
     ap.add_argument("--settle-seconds", type=float, default=5.0,
                     help="pause between loading and starting the operator")
+    ap.add_argument("--etcd", metavar="PATH",
+                    help="the etcd binary of the control plane (default: Debian's; bench/tools.sh builds "
+                         "~/.cache/memory-hygiene/bench-bin/etcd-v3.6.16)")
     args = ap.parse_args()
+    if args.etcd:
+        os.environ["MEMORY_HYGIENE_ETCD"] = str(Path(args.etcd).expanduser())
     if not args.sizes and not args.pods:
         ap.error("--pods or --sizes")
     args.sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.pods]

@@ -27,7 +27,12 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, required=True)
     ap.add_argument("--info", default="/tmp/mh-bench-up.json")
+    ap.add_argument("--etcd", metavar="PATH", help="the etcd binary (default: Debian's)")
     args = ap.parse_args()
+    if args.etcd:
+        import os
+
+        os.environ["MEMORY_HYGIENE_ETCD"] = str(Path(args.etcd).expanduser())
     cluster = BenchCluster(binaries=lc.ensure_binaries(), startup_timeout=180)
     cluster.start()
     stop = asyncio.Event()
