@@ -785,6 +785,8 @@ async def experiments(kube: Kube, cluster: BenchCluster, workdir: Path, exp: Exp
         ("chunk_size=100", MH, {"MEMORY_HYGIENE_CHUNK_SIZE": "100"}),
         ("chunk_size=5000", MH, {"MEMORY_HYGIENE_CHUNK_SIZE": "5000"}),
         ("chunk_size=0 (one LIST)", MH, {"MEMORY_HYGIENE_CHUNK_SIZE": "0"}),
+        ("watch_list=false (paged LIST)", MH, {"MEMORY_HYGIENE_WATCH_LIST": "false"}),
+        ("watch_list=true (default)", MH, {"MEMORY_HYGIENE_WATCH_LIST": "true"}),
     ]
     if os.access(EXP_EXE, os.X_OK):
         variants += [
