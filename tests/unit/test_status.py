@@ -2,8 +2,12 @@
 
 from memory_hygiene.core.engine import PolicyEngine, snapshot_view
 from memory_hygiene.core.policy import MemoryPolicyStatus, parse_spec
-from memory_hygiene.shell.status import build_status, comparable, invalid_status, seen_from_status
+from memory_hygiene.shell.status import build_status, comparable, invalid_status, seen_from_status, status_key
 from tests.unit.test_rules import node, pod
+
+
+def NONE(v):
+    return None
 
 
 def engine_with(n_missing):
@@ -14,7 +18,7 @@ def engine_with(n_missing):
 
 
 def test_status_is_capped_counts_all_and_fits_the_crd_schema():
-    status = build_status(engine_with(5), 3, {}, None, cap=2, now=1_800_000_000.0)
+    status = build_status(engine_with(5), 3, NONE, None, cap=2, now=1_800_000_000.0)
     assert status["summary"]["missingRequests"] == 5 and status["summary"]["violations"] == 5
     assert len(status["violations"]) == 2
     [ready] = status["conditions"]
@@ -25,9 +29,10 @@ def test_status_is_capped_counts_all_and_fits_the_crd_schema():
 
 
 def test_first_seen_survives_a_restart_through_the_status():
-    first = build_status(engine_with(1), 1, {}, None, cap=10, now=1_800_000_000.0)
+    first = build_status(engine_with(1), 1, NONE, None, cap=10, now=1_800_000_000.0)
     seen = seen_from_status(first)
-    later = build_status(engine_with(1), 1, seen, first, cap=10, now=1_800_000_600.0)
+    later = build_status(engine_with(1), 1, lambda v: seen.get(status_key(v.rule, v.kind, v.namespace, v.name,
+                                                                           v.container)), first, cap=10, now=1_800_000_600.0)
     assert later["violations"][0]["firstSeen"] == first["violations"][0]["firstSeen"]
     assert later["violations"][0]["lastSeen"] != first["violations"][0]["lastSeen"]
     assert comparable(later) == comparable(first), "only timestamps moved: no write"
@@ -35,13 +40,13 @@ def test_first_seen_survives_a_restart_through_the_status():
 
 
 def test_a_change_is_worth_writing():
-    a = build_status(engine_with(1), 1, {}, None, cap=10, now=1_800_000_000.0)
-    b = build_status(engine_with(2), 1, {}, a, cap=10, now=1_800_000_000.0)
+    a = build_status(engine_with(1), 1, NONE, None, cap=10, now=1_800_000_000.0)
+    b = build_status(engine_with(2), 1, NONE, a, cap=10, now=1_800_000_000.0)
     assert comparable(a) != comparable(b)
 
 
 def test_invalid_spec_is_ready_false_naming_the_field():
-    ok = build_status(engine_with(0), 1, {}, None, cap=10, now=1_800_000_000.0)
+    ok = build_status(engine_with(0), 1, NONE, None, cap=10, now=1_800_000_000.0)
     bad = invalid_status("spec.rules.overcommit.maxLimitsPercent: Input should be greater than or equal to 1", 2,
                          ok, 1_800_000_100.0)
     [ready] = bad["conditions"]

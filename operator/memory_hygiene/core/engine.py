@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 
 from .policy import MemoryPolicySpec
 from .rules import (
+    MEMORY_PRESSURE,
+    MISSING_LIMIT,
+    MISSING_REQUEST,
+    OVERCOMMITTED,
+    SILENT_OOM,
     NodeReport,
     OOMIncident,
     Report,
@@ -25,7 +30,6 @@ from .rules import (
     node_selected,
     pod_selected,
     sort_violations,
-    summarize,
 )
 from .types import NodeInfo, OOMEventInfo, PodInfo
 
@@ -52,7 +56,9 @@ class BucketResult:
     evaluated_pods: int
     unparsed: tuple[OOMEventInfo, ...]
     has_oom_events: bool
-    """Whether this bucket must be looked at again as OOM events age out of the lookback."""
+    expires: float | None = None
+    """When an OOM event of this bucket leaves the lookback (the result then changes with time
+    alone, so the bucket is evaluated again); None when nothing here ages."""
 
 
 def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: float) -> BucketResult:
@@ -72,7 +78,9 @@ def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: f
     events = list(view.events_on(name)) if name != UNSCHEDULED else []
     incidents: list[OOMIncident] = []
     unparsed: list[OOMEventInfo] = []
+    expires = None
     if events and (selected_node or (node is None and spec.node_selector is None)):
+        expires = _next_expiry(spec, events, now)
         nodes = {name: node} if node is not None else {}
         by_uid = {p.uid: p for p in pods}
         incidents, oom_violations, unparsed = evaluate_oom(
@@ -86,36 +94,104 @@ def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: f
         evaluated_pods=evaluated,
         unparsed=tuple(unparsed),
         has_oom_events=bool(events),
+        expires=expires,
     )
+
+
+def _next_expiry(spec: MemoryPolicySpec, events: Iterable[OOMEventInfo], now: float) -> float | None:
+    """The time after which the first of these events is out of the lookback (the rules drop
+    an event once ``now - lookback`` is past its time)."""
+    if not spec.rules.silent_oom.enabled:
+        return None
+    lookback = spec.rules.silent_oom.lookback_seconds
+    ends = [t + lookback for e in events
+            if (t := e.last_time if e.last_time is not None else e.first_time) is not None and t + lookback >= now]
+    return min(ends) if ends else None
+
+
+def _order(v: Violation) -> tuple:
+    return (v.severity, v.namespace or "", v.name, v.container or "", v.incident)
 
 
 @dataclass
 class PolicyEngine:
-    """The cached, per-bucket evaluation of one policy."""
+    """The cached, per-bucket evaluation of one policy.
+
+    A pass costs what changed, not the cluster: ``refresh`` evaluates only the buckets it is
+    given (and those whose OOM events just left the lookback), keeps the summary's counts up to
+    date from each bucket's before and after, and leaves in ``changed`` the buckets whose result
+    changed, so the caller can find the violations that started and ended from those alone."""
 
     name: str
     spec: MemoryPolicySpec
     results: dict[str, BucketResult] = field(default_factory=dict)
+    changed: dict[str, tuple[BucketResult | None, BucketResult | None]] = field(default_factory=dict)
+    """The last refresh's buckets whose result changed: bucket -> (before, after); None is none."""
+    _counts: dict[str, int] = field(default_factory=dict)
+    _worst: list[Violation] | None = None
+    _worst_n: int = 0
 
     def refresh(self, view: ClusterView, dirty: Iterable[str] | None, now: float) -> list[OOMEventInfo]:
         """Evaluate the dirty buckets again (all of them when ``dirty`` is None), and those whose
-        OOM events may have aged out. Returns OOM events newly found unparseable."""
+        OOM events have aged out since. Returns OOM events newly found unparseable."""
         if dirty is None:
             names = set(view.buckets()) | set(self.results)
         else:
-            names = set(dirty) | {n for n, r in self.results.items() if r.has_oom_events}
+            names = set(dirty) | {n for n, r in self.results.items() if r.expires is not None and r.expires < now}
         unparsed: list[OOMEventInfo] = []
+        self.changed = {}
         for name in names:
             before = self.results.get(name)
-            result = evaluate_bucket(self.spec, name, view, now)
+            result: BucketResult | None = evaluate_bucket(self.spec, name, view, now)
+            assert result is not None
+            if result.unparsed and (before is None or before.unparsed != result.unparsed):
+                unparsed.extend(e for e in result.unparsed if before is None or e not in before.unparsed)
             if result.node is None and not result.violations and not result.oom_kills and not result.evaluated_pods \
                     and not result.has_oom_events:
                 self.results.pop(name, None)
+                result = None
             else:
                 self.results[name] = result
-            if result.unparsed and (before is None or before.unparsed != result.unparsed):
-                unparsed.extend(e for e in result.unparsed if before is None or e not in before.unparsed)
+            if before != result:
+                self.changed[name] = (before, result)
+                self._count(before, -1)
+                self._count(result, +1)
+        self._update_worst()
         return unparsed
+
+    def _count(self, r: BucketResult | None, sign: int) -> None:
+        if r is None:
+            return
+        c = self._counts
+        for v in r.violations:
+            c[v.rule] = c.get(v.rule, 0) + sign
+        c[" nodes"] = c.get(" nodes", 0) + (sign if r.node is not None else 0)
+        c[" pods"] = c.get(" pods", 0) + sign * r.evaluated_pods
+        c[" oom"] = c.get(" oom", 0) + sign * len(r.oom_kills)
+        c[" all"] = c.get(" all", 0) + sign * len(r.violations)
+
+    def _update_worst(self) -> None:
+        """Keep the cached most severe violations: merge what started, unless one of them ended."""
+        if self._worst is None or not self.changed:
+            return
+        shown = set(self._worst)
+        started: list[Violation] = []
+        for before, after in self.changed.values():
+            old = set(before.violations) if before is not None else set()
+            new = set(after.violations) if after is not None else set()
+            if not shown.isdisjoint(old - new):
+                self._worst = None  # one of them is gone: assembled again when asked
+                return
+            started.extend(new - old)
+        if started:
+            self._worst = heapq.nsmallest(self._worst_n, self._worst + started, key=_order)
+
+    def transitions(self) -> tuple[dict[tuple, Violation], dict[tuple, Violation]]:
+        """Of the last refresh's changed buckets: (violations now, by key; violations before that
+        are no longer, by key)."""
+        before = {v.key: v for b, _ in self.changed.values() if b is not None for v in b.violations}
+        after = {v.key: v for _, a in self.changed.values() if a is not None for v in a.violations}
+        return after, {k: v for k, v in before.items() if k not in after}
 
     # --- the assembled picture -------------------------------------------------------------
 
@@ -125,9 +201,10 @@ class PolicyEngine:
 
     def worst(self, n: int) -> list[Violation]:
         """The n most severe violations, in report order."""
-        return heapq.nsmallest(
-            n, self.violations(), key=lambda v: (v.severity, v.namespace or "", v.name, v.container or "", v.incident)
-        )
+        if self._worst is None or self._worst_n != n:
+            self._worst = heapq.nsmallest(n, self.violations(), key=_order)
+            self._worst_n = n
+        return list(self._worst)
 
     def oom_kills(self) -> list[OOMIncident]:
         return sorted((k for r in self.results.values() for k in r.oom_kills), key=lambda k: (k.time or 0, k.node))
@@ -136,12 +213,18 @@ class PolicyEngine:
         return sorted((r.node for r in self.results.values() if r.node is not None), key=lambda n: n.name)
 
     def summary(self) -> dict[str, int]:
-        return summarize(
-            self.violations(),
-            (k for r in self.results.values() for k in r.oom_kills),
-            sum(1 for r in self.results.values() if r.node is not None),
-            sum(r.evaluated_pods for r in self.results.values()),
-        )
+        c = self._counts
+        return {
+            "overcommittedNodes": c.get(OVERCOMMITTED, 0),
+            "nodesUnderMemoryPressure": c.get(MEMORY_PRESSURE, 0),
+            "silentOOMKills": c.get(SILENT_OOM, 0),
+            "missingRequests": c.get(MISSING_REQUEST, 0),
+            "missingLimits": c.get(MISSING_LIMIT, 0),
+            "oomKills": c.get(" oom", 0),
+            "violations": c.get(" all", 0),
+            "evaluatedNodes": c.get(" nodes", 0),
+            "evaluatedPods": c.get(" pods", 0),
+        }
 
 
 def snapshot_view(

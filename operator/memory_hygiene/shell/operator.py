@@ -99,6 +99,9 @@ class Runtime:
             self.dirty.setdefault(b, now)
         self.changed.set()
 
+    def pod_exists(self, uid: str) -> bool:
+        return uid in self.stores["pods"].where
+
     def mark_all(self) -> None:
         self.full = True
         self.changed.set()
@@ -228,14 +231,27 @@ def _object_text(v: Violation) -> str:
     return text + (f" container {v.container}" if v.container else "")
 
 
-def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Violation], now: float,
+def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Violation] | None, now: float,
                          view: ClusterView, backlog: bool = False) -> None:
     """Events for violations that started or ended since the last pass (``backlog``: the first
-    pass of a policy, whose Events go after the news of later passes)."""
-    current_by_key = {v.key: v for v in current}
+    pass of a policy, whose Events go after the news of later passes).
+
+    ``current``: every violation now, compared with every one before; None: only the buckets
+    the engine's last refresh changed are compared (a pass then costs what changed)."""
     sink = rt.sink
-    started = [v for k, v in current_by_key.items() if k not in state.active]
-    ended = [v for k, v in state.messages.items() if k not in current_by_key]
+    if current is None:
+        assert state.engine is not None
+        now_in_changed, gone = state.engine.transitions()
+        started = [v for k, v in now_in_changed.items() if k not in state.active]
+        ended = [state.messages.get(k, v) for k, v in gone.items()]
+        for k in gone:
+            state.messages.pop(k, None)
+        state.messages.update(now_in_changed)
+    else:
+        current_by_key = {v.key: v for v in current}
+        started = [v for k, v in current_by_key.items() if k not in state.active]
+        ended = [v for k, v in state.messages.items() if k not in current_by_key]
+        state.messages = current_by_key
     for v in started:
         state.active[v.key] = now
         if sink is not None:
@@ -243,7 +259,6 @@ def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Viol
             sink.announce(_target_of(v), identity, v.rule, v.message, started=True, backlog=backlog)
             sink.announce(_policy_target(state), identity, v.rule, f"{_object_text(v)}: {v.message}",
                           started=True, backlog=backlog)
-    alive: set[str] | None = None
     for v in ended:
         state.active.pop(v.key, None)
         if sink is None or v.rule == SILENT_OOM:
@@ -251,16 +266,10 @@ def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Viol
         reason = f"{v.rule}Resolved"
         text = f"{_object_text(v)} no longer violates {v.rule}"
         identity = "\0".join(v.key)
-        if v.kind == "Node":
-            exists = view.node(v.name) is not None
-        else:
-            if alive is None:  # only on passes where a pod violation ended
-                alive = {p.uid for b in view.buckets() for p in view.pods_on(b)}
-            exists = v.uid in alive
+        exists = view.node(v.name) is not None if v.kind == "Node" else rt.pod_exists(v.uid)
         if exists:  # no Event on a deleted object; the policy still tells it
             sink.announce(_target_of(v), identity, reason, text, started=False)
         sink.announce(_policy_target(state), identity, reason, text, started=False)
-    state.messages = current_by_key
 
 
 async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) -> None:
@@ -288,48 +297,59 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
             continue
         started = time.perf_counter()
         first_pass = not state.engine.results
+        whole = first_pass or dirty is None  # compare everything; else only what changed
         unparsed = state.engine.refresh(view, None if first_pass else dirty, now)
         metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
         for ev in unparsed:
             metrics.UNPARSED_OOM_EVENTS.inc()
             log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
                         ev.message[:200])
-        current = list(state.engine.violations())
-        announce_transitions(rt, state, current, now, view, backlog=first_pass)
-        first_seen = dict(state.seeded_first_seen)
-        for key, t in state.active.items():
-            v = state.messages.get(key)
-            if v is not None:
-                skey = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
-                first_seen.setdefault(skey, iso(t))
+        announce_transitions(rt, state, list(state.engine.violations()) if whole else None, now, view,
+                             backlog=first_pass)
+
+        def first_seen(v: Violation) -> str | None:
+            skey = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
+            seeded = state.seeded_first_seen.get(skey)
+            t = state.active.get(v.key)
+            return seeded or (iso(t) if t is not None else None)
+
         status = build_status(state.engine, state.generation, first_seen, state.last_status,
                               rt.options.max_status_violations, now)
-        _export_metrics(state)
+        _export_metrics(state, whole)
         await write_status(rt, state, status)
 
 
-def _export_metrics(state: PolicyState) -> None:
+def _export_metrics(state: PolicyState, whole: bool = True) -> None:
+    """The policy's gauges; ``whole``: every node's, else only those of the buckets that changed."""
     assert state.engine is not None
-    s = state.engine.summary()
+    engine = state.engine
+    s = engine.summary()
     for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
                       (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
                       ("MissingMemoryLimit", "missingLimits")):
         metrics.VIOLATIONS.labels(policy=state.name, rule=rule).set(s[key])
-    seen_nodes = set()
-    for n in state.engine.nodes():
+    if whole:
+        reports = [r.node for r in engine.results.values() if r.node is not None]
+        gone = set(state.exported_nodes)
+    else:
+        reports = [a.node for _, a in engine.changed.values() if a is not None and a.node is not None]
+        gone = {b.node.name for b, _ in engine.changed.values() if b is not None and b.node is not None}
+    for n in reports:
         if n.limits_percent is not None:
             metrics.NODE_LIMITS_RATIO.labels(policy=state.name, node=n.name).set(n.limits_percent / 100.0)
-            seen_nodes.add(n.name)
-    for labels in list(state.exported_nodes - seen_nodes):
+            state.exported_nodes.add(n.name)
+            gone.discard(n.name)
+    for name in gone & state.exported_nodes:
+        state.exported_nodes.discard(name)
         try:
-            metrics.NODE_LIMITS_RATIO.remove(state.name, labels)
+            metrics.NODE_LIMITS_RATIO.remove(state.name, name)
         except KeyError:
             pass
-    state.exported_nodes = seen_nodes
     counts: dict[tuple[str, str], int] = {(a, str(b).lower()): 0 for a in ("memcg", "oomScoreAdj", "none")
                                           for b in (True, False)}
-    for k in state.engine.oom_kills():
-        counts[(k.attribution, str(k.silent).lower())] += 1
+    for r in engine.results.values():
+        for k in r.oom_kills:
+            counts[(k.attribution, str(k.silent).lower())] += 1
     for (attribution, silent), n in counts.items():
         metrics.OOM_KILLS.labels(policy=state.name, attribution=attribution, silent=silent).set(n)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from ..core.engine import PolicyEngine
@@ -69,7 +70,7 @@ def comparable(status: dict[str, Any] | None) -> Any:
 def build_status(
     engine: PolicyEngine,
     generation: int | None,
-    first_seen: dict[tuple, str],
+    first_seen: Callable[[Violation], str | None],
     previous: dict[str, Any] | None,
     cap: int,
     now: float,
@@ -79,8 +80,7 @@ def build_status(
     stamp = iso(now)
     violations = []
     for v in worst:
-        key = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
-        violations.append(violation_status(v, first_seen.get(key, stamp), stamp))
+        violations.append(violation_status(v, first_seen(v) or stamp, stamp))
     shown = len(violations)
     total = summary["violations"]
     message = f"{total} violations" + (f" ({shown} shown, most severe first)" if shown < total else "")
