@@ -29,10 +29,12 @@ class FakeApi:
         self.watches = watches
         self.lists = 0
         self.params: list[dict] = []
+        self.encodings: set[str | None] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         q = dict(request.query)
         self.params.append(q)
+        self.encodings.add(request.headers.get("Accept-Encoding"))
         if q.get("watch") == "1":
             resp = web.StreamResponse()
             await resp.prepare(request)
@@ -117,6 +119,7 @@ def test_list_watch_relist():
         assert not any("resourceVersion" in p for p in lists), "consistent LISTs, in pages"
         assert all(p["fieldSelector"] == "status.phase!=Succeeded" for p in api.params)
         assert watch["resourceVersion"] == "100" and watch["allowWatchBookmarks"] == "true"
+        assert api.encodings == {"identity"}, "no gzip: it costs both ends CPU on a cluster network"
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await session.close()

@@ -219,6 +219,13 @@ def test_parse_time_round_trip(moment):
     assert parse_time(text) == pytest.approx(moment.timestamp(), abs=1e-6)
 
 
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
+                    timezones=st.just(timezone.utc)))
+def test_parse_time_fast_path_for_metav1_time_agrees_with_the_general_one(moment):
+    text = moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # what the API server writes: the fast path
+    assert parse_time(text) == int(moment.timestamp()) == parse_time(text.replace("Z", "+00:00"))
+
+
 # -- malformed input ---------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ Runnable as ``memory-hygiene run`` or as ``kopf run -m memory_hygiene.shell.oper
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -426,7 +427,16 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
 
     async def synced() -> None:
         started = time.monotonic()
-        await asyncio.gather(*(r.synced.wait() for r in refl))
+        # The caches grow by millions of small acyclic objects while they fill: the cyclic garbage
+        # collector would scan them again and again (15-20 % of the CPU of a 150,000-pod sync).
+        # Off until they are full, then what they hold is frozen out of its reach for good; what
+        # comes later is collected as usual (and the acyclic rest by reference counting anyway).
+        gc.disable()
+        try:
+            await asyncio.gather(*(r.synced.wait() for r in refl))
+        finally:
+            gc.freeze()
+            gc.enable()
         logger.info("caches filled in %.1fs: %d pods, %d nodes, %d OOM events, %d namespaces",
                     time.monotonic() - started, *(len(rt.stores[k]) for k in ("pods", "nodes", "events", "namespaces")))
         rt.ready.set()
