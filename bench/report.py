@@ -84,6 +84,14 @@ def main() -> int:
             out.append(f"| {name} | {x['sent']} | {x['events_seen']} | {f(x['p50_s'], 2, ' s')} | "
                        f"{f(x['p90_s'], 2, ' s')} | {f(x['p99_s'], 2, ' s')} | {f(x['max_s'], 2, ' s')} |")
         out.append("")
+        if c.get("stages"):
+            out.append("| stage (operator's histograms over the churn window) | observations | mean "
+                       "| p50 at most | p99 at most |")
+            out.append("|---|---|---|---|---|")
+            for series, st in c["stages"].items():
+                out.append(f"| `{series.replace('memory_hygiene_', '')}` | {st['count']} | {f(st['mean_s'], 3, ' s')} "
+                           f"| {f(st['p50_le_s'], 3, ' s')} | {f(st['p99_le_s'], 3, ' s')} |")
+            out.append("")
     for r in rows:
         for e in r.get("experiments") or []:
             st = e.get("stop") or {}

@@ -30,6 +30,7 @@ from .rules import (
     node_selected,
     pod_selected,
     sort_violations,
+    violation_order,
 )
 from .types import NodeInfo, OOMEventInfo, PodInfo
 
@@ -109,10 +110,6 @@ def _next_expiry(spec: MemoryPolicySpec, events: Iterable[OOMEventInfo], now: fl
     return min(ends) if ends else None
 
 
-def _order(v: Violation) -> tuple:
-    return (v.severity, v.namespace or "", v.name, v.container or "", v.incident)
-
-
 @dataclass
 class PolicyEngine:
     """The cached, per-bucket evaluation of one policy.
@@ -184,7 +181,7 @@ class PolicyEngine:
                 return
             started.extend(new - old)
         if started:
-            self._worst = heapq.nsmallest(self._worst_n, self._worst + started, key=_order)
+            self._worst = heapq.nsmallest(self._worst_n, self._worst + started, key=violation_order)
 
     def transitions(self) -> tuple[dict[tuple, Violation], dict[tuple, Violation]]:
         """Of the last refresh's changed buckets: (violations now, by key; violations before that
@@ -202,7 +199,7 @@ class PolicyEngine:
     def worst(self, n: int) -> list[Violation]:
         """The n most severe violations, in report order."""
         if self._worst is None or self._worst_n != n:
-            self._worst = heapq.nsmallest(n, self.violations(), key=_order)
+            self._worst = heapq.nsmallest(n, self.violations(), key=violation_order)
             self._worst_n = n
         return list(self._worst)
 

@@ -84,11 +84,13 @@ class Violation:
         }
 
 
+def violation_order(v: Violation) -> tuple:
+    """Report order: most severe rule first, then by object."""
+    return (v.severity, v.namespace or "", v.name, v.container or "", v.incident)
+
+
 def sort_violations(violations: Iterable[Violation]) -> list[Violation]:
-    return sorted(
-        violations,
-        key=lambda v: (v.severity, v.namespace or "", v.name, v.container or "", v.incident),
-    )
+    return sorted(violations, key=violation_order)
 
 
 @dataclass(frozen=True)
