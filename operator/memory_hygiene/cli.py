@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "events age out, default 30), POD_NAME (reportingInstance of the Events; default: the hostname). "
         "Also runnable as `kopf run -m memory_hygiene.shell.operator --all-namespaces` (then without the "
         "HTTP endpoints; the other settings come from MEMORY_HYGIENE_MAX_STATUS_VIOLATIONS, "
-        "MEMORY_HYGIENE_EVENT_BURST, MEMORY_HYGIENE_EVENT_REFILL_SECONDS, MEMORY_HYGIENE_EVENT_QPS).",
+        "MEMORY_HYGIENE_EVENT_BURST, MEMORY_HYGIENE_EVENT_REFILL_SECONDS, MEMORY_HYGIENE_EVENT_QPS, "
+        "MEMORY_HYGIENE_STATUS_INTERVAL).",
     )
     from .shell.options import add_run_arguments
 

@@ -46,12 +46,15 @@ class Options:
     debounce_seconds: float = 0.05
     resync_seconds: float = 30.0
     """How often buckets with OOM events are looked at again, as events age out of the lookback."""
+    status_interval: float = 2.0
+    """At most one status write per policy in this many seconds (under churn every pass changes
+    the counts); the first write, and a new generation's, go at once."""
 
     @classmethod
     def from_env(cls) -> Options:
         o = cls()
         for f, conv in (("max_status_violations", int), ("event_burst", int), ("event_refill_seconds", float),
-                        ("event_qps", float), ("resync_seconds", float)):
+                        ("event_qps", float), ("resync_seconds", float), ("status_interval", float)):
             value = os.environ.get(f"MEMORY_HYGIENE_{f.upper()}")
             if value:
                 setattr(o, f, conv(value))
@@ -71,6 +74,10 @@ class PolicyState:
     last_status: dict[str, Any] | None = None
     seeded_first_seen: dict[tuple, str] = field(default_factory=dict)
     needs_write: bool = True
+    last_write: float = float("-inf")
+    """time.monotonic() of the last status write."""
+    write_due: bool = False
+    """A newer status waits for the end of the interval (a pass is scheduled for then)."""
     exported_nodes: set[str] = field(default_factory=set)
 
 
@@ -276,6 +283,14 @@ def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Viol
 async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) -> None:
     if comparable(status) == comparable(state.last_status) and not state.needs_write:
         return
+    wait = state.last_write + rt.options.status_interval - time.monotonic()
+    if wait > 0 and not state.needs_write:
+        if not state.write_due:  # a pass then writes what is newest by that time
+            state.write_due = True
+            asyncio.get_running_loop().call_later(wait, rt.changed.set)
+        return
+    state.write_due = False
+    state.last_write = time.monotonic()
     try:
         await asyncio.to_thread(
             rt.custom.patch_cluster_custom_object_status, P.GROUP, P.VERSION, P.PLURAL, state.name,

@@ -13,6 +13,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-host", default="0.0.0.0", metavar="ADDR", help="address to serve on (default 0.0.0.0)")
     p.add_argument("--max-status-violations", type=int, default=100, metavar="N",
                    help="at most N violations in a policy's status; the summary counts all (default 100)")
+    p.add_argument("--status-interval", type=float, default=2.0, metavar="S",
+                   help="write a policy's status at most once every S seconds; the first write and a new "
+                   "spec's go at once (default 2)")
     p.add_argument("--event-burst", type=int, default=25, metavar="N",
                    help="Events one object may get at once before rate limiting (client-go: 25)")
     p.add_argument("--event-refill-seconds", type=float, default=300.0, metavar="S",
