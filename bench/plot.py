@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Plots of bench/results/*.json into docs/img/bench-*.png (matplotlib, in bench/.venv).
 
-``<pods>.json`` is the main sweep (the operator under test); ``<pods>-<tag>.json`` files of an
-earlier sweep (``--tag``, e.g. the operator on kopf indexes) are drawn for comparison.
+``<pods>.json`` is the main sweep (the operator under test); ``<pods>-<tag>.json`` files of
+earlier sweeps are drawn for comparison: ``a120dc2`` (the operator on kopf indexes; or the tag
+given as the first argument) and ``9239a97`` (its own caches, paged LISTs, etcd 3.4).
 """
 
 from __future__ import annotations
@@ -46,9 +47,15 @@ def _pts(rows, get):
     return xs, ys
 
 
+def _popeye_ok(r) -> bool:
+    p = r["checkers"]["popeye"]
+    return bool(p.get("wall_s")) and p.get("exit") == 0 and not p.get("report_errors") and not p.get("error")
+
+
 def main() -> int:
     rows = load()
     old = load(sys.argv[1] if len(sys.argv) > 1 else "a120dc2")
+    before = load("9239a97")  # etcd 3.4, paged LISTs from etcd, full reconcile passes
     if not rows and not old:
         print("no results", file=sys.stderr)
         return 1
@@ -66,12 +73,12 @@ def main() -> int:
     if xs:
         ax.scatter(xs, ys, marker="^", color="red", zorder=5,
                    label="operator a120dc2: NOT ready when stopped (lower bound)")
-    ax.plot(*_pts(old, lambda r: r["operator"]["sync_s"]), "s--", color="tab:purple",
-            label="scratch reflector (no pod_info cache)")
+    ax.plot(*_pts(before, lambda r: r["operator"]["sync_s"]), "s--", color="tab:purple",
+            label="operator 9239a97 (own caches, paged LISTs, etcd 3.4): initial sync")
     ax.plot(*_pts(rows, lambda r: r["checkers"]["memory_hygiene_audit"]["wall_s"]), "^-", color="tab:green",
             label="memory-hygiene audit (one-shot)")
-    ax.plot(*_pts(rows, lambda r: r["checkers"]["popeye"]["wall_s"] if not r["checkers"]["popeye"].get(
-        "report_errors") else None), "v-", color="tab:orange", label="Popeye v0.22.1 (completed scans only)")
+    ax.plot(*_pts(rows, lambda r: r["checkers"]["popeye"]["wall_s"] if _popeye_ok(r) else None), "v-",
+            color="tab:orange", label="Popeye v0.22.1 (completed scans only)")
     ax.axhline(60, color="red", lw=0.8, ls=":", label="target at 150k: 60 s")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -92,8 +99,10 @@ def main() -> int:
             "x-", color="gray", label="operator a120dc2 (kopf indexes): peak RSS (until stopped)")
     ax.plot(*_pts(rows, lambda r: r["checkers"]["memory_hygiene_audit"]["peak_rss_bytes"] / MB), "^-",
             color="tab:green", label="memory-hygiene audit: peak RSS")
-    ax.plot(*_pts(rows, lambda r: r["checkers"]["popeye"]["peak_rss_bytes"] / MB if not r["checkers"]["popeye"].get(
-        "report_errors") else None), "v-", color="tab:orange", label="Popeye: peak RSS (completed scans only)")
+    ax.plot(*_pts(before, lambda r: r["peak_rss_mb"]), "s--", color="tab:purple",
+            label="operator 9239a97 (paged LISTs, etcd 3.4): peak RSS")
+    ax.plot(*_pts(rows, lambda r: r["checkers"]["popeye"]["peak_rss_bytes"] / MB if _popeye_ok(r) else None), "v-",
+            color="tab:orange", label="Popeye: peak RSS (completed scans only)")
     ax.axhline(500, color="red", lw=0.8, ls=":", label="target: 500 MB")
     ax.set_xscale("log")
     ax.set_yscale("log")

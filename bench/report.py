@@ -37,7 +37,7 @@ def main() -> int:
         return 1
     out = []
     out.append("| pods / nodes | load (pods/s) | caches filled | **initial sync** | peak RSS | steady RSS "
-               "| CPU to sync | API requests to sync (LIST pods pages) | API req/s after sync (of which Event posts) |")
+               "| CPU to sync | API requests to sync (LIST pods pages; – : none, a watch list) | API req/s after sync (of which Event posts) |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o = r.get("operator") or {}
@@ -60,7 +60,10 @@ def main() -> int:
         a, p = c.get("memory_hygiene_audit") or {}, c.get("popeye") or {}
         ra = c.get("ratios") or {}
         fop = ra.get("found_over_planted") or {}
-        perr = " (**failed**: its LIST of all pods timed out after 30 s)" if p.get("report_errors") else ""
+        perr = " (**failed**: its LIST of all pods did not complete within its 30 s client timeout)" \
+            if p.get("report_errors") else ""
+        if p.get("killed_over_rss_limit_bytes"):
+            perr = f" (**killed** at the {p['killed_over_rss_limit_bytes'] >> 30} GiB cap, no report)"
         if p.get("error") and not p.get("wall_s"):
             perr = " not run (see below)"
         out.append(

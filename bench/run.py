@@ -51,7 +51,7 @@ MH = os.environ.get("MH_EXE") or str(ROOT / ".venv" / "bin" / "memory-hygiene")
 the working tree may move while a long sweep runs)."""
 MB = 1 << 20
 BENCH_BIN = lc.cache_dir() / "bench-bin"
-POPEYE_RSS_LIMIT = 10 << 30
+POPEYE_RSS_LIMIT = int(float(os.environ.get("POPEYE_RSS_LIMIT_GIB", "10")) * (1 << 30))
 POPEYE_MAX_PODS = int(os.environ.get("POPEYE_MAX_PODS", "50000"))
 """Popeye needs ~0.8 GB of RSS per 1,000 pods; past this it is killed (the machine has 24 GB, shared
 with kube-apiserver and etcd), and the result says so."""
