@@ -179,6 +179,9 @@ class StreamingApi(FakeApi):
                                      status=500)
         resp = web.StreamResponse()
         await resp.prepare(request)
+        if self.mode == "cut-once" and self.streams == 1:  # some objects, then the stream ends
+            await resp.write((json.dumps({"type": "ADDED", "object": pod("stale", "n9", 1)}) + "\n").encode())
+            return resp
         if self.mode == "error-event":
             await resp.write((json.dumps({"type": "ERROR", "object": {
                 "kind": "Status", "code": 500, "message": "RequestWatchProgress is disabled"}}) + "\n").encode())
@@ -236,6 +239,25 @@ def test_watch_list_refused_falls_back_to_pages_for_good(mode):
         await asyncio.wait_for(refl.synced.wait(), 5)
         assert len(store) == 3 and api.streams == 1 and api.lists == 1
         assert not refl.watch_list, "asked once, not at every relist"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+        await runner.cleanup()
+
+    asyncio.run(go())
+
+
+def test_watch_list_cut_short_is_not_synced_and_starts_over():
+    async def go():
+        api = StreamingApi([pod("a", "n1", 1)], after=[], mode="cut-once")
+        runner, server = await serve(api)
+        store, session = Buckets(), session_for(server)
+        refl = Reflector(session, "/api/v1/pods", store=store, convert=_convert, watch_list=True,
+                         on_change=lambda *_: None)
+        task = asyncio.create_task(refl.run())
+        await asyncio.wait_for(refl.synced.wait(), 5)
+        assert api.streams == 2 and api.lists == 0 and refl.watch_list, "asked again (after a pause), no LIST"
+        assert list(store.values("n1")) == ["a"] and store.first("n9") is None, "what only the cut stream had is gone"
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await session.close()

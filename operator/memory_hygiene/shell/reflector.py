@@ -86,7 +86,7 @@ class WatchListUnsupported(Exception):
 
 class Reflector:
     """One resource's LIST+WATCH into a ``Buckets``; ``on_change(old_bucket, new_bucket)`` is
-    called for every change, and ``synced`` is set once the first LIST is complete.
+    called for every change, and ``synced`` is set once the initial state is complete.
 
     ``watch_list``: get the initial state as a watch stream (``sendInitialEvents=true``, what
     client-go calls WatchList: served from the API server's watch cache, one object at a time,
@@ -209,7 +209,7 @@ class Reflector:
 
     async def _watch(self, rv: str, initial: bool = False) -> str:
         """Watch until the server ends the stream; the resourceVersion to go on from, or "" when
-        the cache must be listed again (410 Gone, or a stream of initial events cut short).
+        the cache must be listed again (410 Gone; a stream of initial events cut short raises).
 
         ``initial``: ask for the current state first (``sendInitialEvents``); its end is a
         bookmark annotated ``k8s.io/initial-events-end``, after which ``synced`` is set."""
@@ -262,7 +262,9 @@ class Reflector:
                         self.on_change(old, None)
                 else:
                     self._apply(obj)
-        return "" if initial else rv
+        if initial:  # list again, after the usual pause
+            raise RuntimeError("the stream of initial events ended before its end bookmark")
+        return rv
 
 
 class ApiSession:
@@ -291,8 +293,8 @@ class ApiSession:
             hook(self.cfg)
         token = self.cfg.get_api_key_with_prefix("BearerToken") or self.cfg.get_api_key_with_prefix("authorization")
         # No gzip: on the cluster network it costs both ends more CPU than it saves in time (why
-        # Kubernetes' own control plane turns it off, kubernetes#80919); here 5 % of the operator's
-        # CPU at start, and more of kube-apiserver's.
+        # Kubernetes' own control plane turns it off, kubernetes#80919); inflating was 5 % of the
+        # operator's CPU at start (docs/benchmarks.md), deflating is kube-apiserver's.
         h = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "memory-hygiene"}
         if token:
             h["Authorization"] = token if token.lower().startswith("bearer ") else f"Bearer {token}"
