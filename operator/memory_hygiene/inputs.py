@@ -3,7 +3,8 @@ plain data. This is shell, not core: it does I/O."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import gc
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -141,46 +142,57 @@ def load_policy(path: str) -> dict[str, Any]:
     return docs[0]
 
 
-def _list_all(call: Any, page_size: int = 500, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """Every item of a paged LIST, as plain JSON dicts (camelCase, as kubectl shows them)."""
-    cont = None
-    while True:
-        resp = call(limit=page_size, _continue=cont, _preload_content=False, **kwargs)
-        body = json.loads(resp.data)
-        yield from body.get("items") or []
-        cont = (body.get("metadata") or {}).get("continue")
-        if not cont:
-            return
-
-
 def load_live(kubeconfig: str | None = None, context: str | None = None) -> Snapshot:
-    """Read namespaces, nodes, pods and OOM events from the cluster of the kubeconfig."""
-    from kubernetes import client, config  # the live path only
+    """Read namespaces, nodes, pods and OOM events from the cluster of the kubeconfig (or, without
+    one, in-cluster), the way the operator fills its caches: one watch stream per resource
+    (``sendInitialEvents``) where the API server offers it, else paged LISTs; all at once."""
+    import aiohttp  # the live path only
+    from kubernetes import client, config
 
+    from .shell.reflector import ApiError
+
+    cfg = client.Configuration()
     try:
-        config.load_kube_config(config_file=kubeconfig, context=context)
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
     except Exception as err:  # noqa: BLE001 - config errors come in many types
         try:
-            config.load_incluster_config()
+            config.load_incluster_config(client_configuration=cfg)
         except Exception:  # noqa: BLE001
             raise InputError(f"kubeconfig: {err}") from None
-    v1 = client.CoreV1Api()
-    snap = Snapshot()
+    # Millions of small acyclic objects: the cyclic GC would only scan them again and again.
+    gc.disable()
     try:
-        for kind, items in (
-            ("Namespace", _list_all(v1.list_namespace)),
-            ("Node", _list_all(v1.list_node)),
-            ("Pod", _list_all(v1.list_pod_for_all_namespaces)),
-        ):
-            for obj in items:
-                obj.setdefault("kind", kind)
-                snap.add(obj, f"cluster {kind} {_name(obj)}")
-        for reason in OOM_REASONS:
-            for obj in _list_all(v1.list_event_for_all_namespaces, field_selector=f"reason={reason}"):
-                obj.setdefault("kind", "Event")
-                snap.add(obj, f"cluster Event {_name(obj)}")
-    except client.ApiException as err:
-        raise InputError(f"cluster: {err.status} {err.reason}") from None
-    except OSError as err:
-        raise InputError(f"cluster: cannot connect: {err}") from None
-    return snap
+        return asyncio.run(_read_live(cfg))
+    except ApiError as err:
+        raise InputError(f"cluster: {err}") from None
+    except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as err:
+        raise InputError(f"cluster: cannot connect: {err or type(err).__name__}") from None
+    finally:
+        gc.enable()
+
+
+async def _read_live(cfg: Any) -> Snapshot:
+    from .shell.reflector import ApiSession, read_once
+
+    def keep(convert: Any) -> Any:
+        return lambda obj: ("", convert(obj))
+
+    def event(obj: dict[str, Any]) -> tuple[str, OOMEventInfo] | None:
+        info = oom_event_info(obj)
+        return None if info is None else ("", info)
+
+    def namespace(obj: dict[str, Any]) -> tuple[str, tuple[str, dict[str, str]]]:
+        meta = obj.get("metadata") or {}
+        return "", (meta.get("name") or "", dict(meta.get("labels") or {}))
+
+    api = ApiSession(cfg)
+    try:
+        namespaces, nodes, pods, *events = await asyncio.gather(
+            read_once(api, "/api/v1/namespaces", namespace),
+            read_once(api, "/api/v1/nodes", keep(node_info)),
+            read_once(api, "/api/v1/pods", keep(pod_info)),
+            *(read_once(api, "/api/v1/events", event, field_selector=f"reason={reason}") for reason in OOM_REASONS),
+        )
+    finally:
+        await api.close()
+    return Snapshot(namespaces=dict(namespaces), nodes=nodes, pods=pods, events=[e for es in events for e in es])

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from memory_hygiene.shell import metrics
-from memory_hygiene.shell.reflector import ApiSession, Buckets, Reflector
+from memory_hygiene.shell.reflector import ApiError, ApiSession, Buckets, Reflector, read_once
 
 
 def pod(uid: str, node: str, rv: int) -> dict:
@@ -260,6 +260,49 @@ def test_watch_list_cut_short_is_not_synced_and_starts_over():
         assert list(store.values("n1")) == ["a"] and store.first("n9") is None, "what only the cut stream had is gone"
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+        await runner.cleanup()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["stream", "http500", "error-event"])
+def test_read_once_returns_the_current_state_and_stops(mode):
+    """The one-shot audit's read: the watch list closed at its end bookmark (the stream itself
+    would stay open), or paged LISTs where it is refused; no watch after it either way."""
+    async def go():
+        api = StreamingApi([pod("a", "n1", 1), pod("b", "n2", 2), pod("c", "n2", 3)],
+                           after=[{"type": "ADDED", "object": pod("late", "n1", 201)}], mode=mode)
+        runner, server = await serve(api)
+        session = session_for(server)
+        got = await asyncio.wait_for(read_once(session, "/api/v1/pods", _convert, chunk=2), 5)
+        assert sorted(got) == ["a", "b", "c"], "the state at the end bookmark, nothing after it"
+        assert api.streams == 1
+        assert api.lists == (0 if mode == "stream" else 1)
+        assert not [q for q in api.params if q.get("watch") == "1" and q.get("sendInitialEvents") != "true"]
+        await session.close()
+        await runner.cleanup()
+
+    asyncio.run(go())
+
+
+def test_read_once_raises_what_the_server_said():
+    async def go():
+        app = web.Application()
+
+        async def forbidden(request: web.Request) -> web.Response:
+            return web.json_response({"kind": "Status", "code": 403, "message": 'pods is forbidden: User "x"'},
+                                     status=403)
+
+        app.router.add_get("/api/v1/pods", forbidden)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        session = session_for(f"http://127.0.0.1:{port}")
+        with pytest.raises(ApiError, match='LIST /api/v1/pods: HTTP 403: pods is forbidden: User "x"'):
+            await read_once(session, "/api/v1/pods", _convert)
         await session.close()
         await runner.cleanup()
 

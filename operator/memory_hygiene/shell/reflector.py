@@ -80,6 +80,11 @@ class Buckets:
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
+class ApiError(RuntimeError):
+    """The API server answered, but not with what was asked for (an HTTP error, a watch error,
+    a stream cut short)."""
+
+
 class WatchListUnsupported(Exception):
     """The API server cannot stream the initial state (``sendInitialEvents``): list instead."""
 
@@ -135,6 +140,23 @@ class Reflector:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def fill(self) -> None:
+        """The current state, once, and no watching on (the one-shot audit): the watch list where
+        the API server offers it, else paged LISTs. Any failure raises."""
+        if self.watch_list:
+            try:
+                await self._watch("", initial=True, then_stop=True)
+            except WatchListUnsupported as err:
+                log.info("%s: the API server does not stream initial events (%s); listing in pages",
+                         self.path, err)
+                self.watch_list = False
+            else:
+                if not self.synced.is_set():  # 410 Gone before the end bookmark
+                    raise ApiError(f"WATCH {self.path}: 410 Gone before the end of the initial events")
+                return
+        await self._list()
+        self.synced.set()
+
     async def _list(self) -> str:
         seen: set[str] = set()
         # Pages of `chunk` objects, read from etcd. Not resourceVersion=0 (client-go's way to read
@@ -158,7 +180,7 @@ class Reflector:
                 pending = page(None)
                 continue
             if status != 200:
-                raise RuntimeError(f"LIST {self.path}: HTTP {status}: {str(body)[:200]}")
+                raise ApiError(f"LIST {self.path}: HTTP {status}: {_message(body)}")
             meta = body.get("metadata") or {}
             rv = meta.get("resourceVersion") or rv
             cont = meta.get("continue")
@@ -207,12 +229,13 @@ class Reflector:
         if created is not None:
             metrics.WATCH_DELAY.labels(resource=self.resource).observe(max(0.0, time.time() - created))
 
-    async def _watch(self, rv: str, initial: bool = False) -> str:
+    async def _watch(self, rv: str, initial: bool = False, then_stop: bool = False) -> str:
         """Watch until the server ends the stream; the resourceVersion to go on from, or "" when
         the cache must be listed again (410 Gone; a stream of initial events cut short raises).
 
         ``initial``: ask for the current state first (``sendInitialEvents``); its end is a
-        bookmark annotated ``k8s.io/initial-events-end``, after which ``synced`` is set."""
+        bookmark annotated ``k8s.io/initial-events-end``, after which ``synced`` is set (and,
+        with ``then_stop``, the stream is closed)."""
         if initial:
             params = self._params(watch="1", allowWatchBookmarks="true", sendInitialEvents="true",
                                   resourceVersionMatch="NotOlderThan", timeoutSeconds=str(self.watch_timeout))
@@ -226,7 +249,7 @@ class Reflector:
             if r.status != 200:
                 if initial:
                     raise WatchListUnsupported(f"HTTP {r.status}: {(await r.text())[:200]}")
-                raise RuntimeError(f"WATCH {self.path}: HTTP {r.status}")
+                raise ApiError(f"WATCH {self.path}: HTTP {r.status}")
             async for line in r.content:
                 if not line.strip():
                     continue
@@ -238,7 +261,7 @@ class Reflector:
                         return ""
                     if initial:
                         raise WatchListUnsupported(str(obj.get("message") or obj)[:200])
-                    raise RuntimeError(f"watch error: {obj.get('message') or obj}")
+                    raise ApiError(f"WATCH {self.path}: {obj.get('message') or obj}")
                 meta = obj.get("metadata") or {}
                 rv = meta.get("resourceVersion") or rv
                 if kind == "BOOKMARK":
@@ -246,6 +269,8 @@ class Reflector:
                         self._forget_unseen(seen)
                         initial, seen = False, set()
                         self.synced.set()
+                        if then_stop:
+                            return rv
                     continue
                 if initial:
                     if kind == "ADDED":  # the current state, one object at a time
@@ -263,8 +288,25 @@ class Reflector:
                 else:
                     self._apply(obj)
         if initial:  # list again, after the usual pause
-            raise RuntimeError("the stream of initial events ended before its end bookmark")
+            raise ApiError(f"WATCH {self.path}: the stream of initial events ended before its end bookmark")
         return rv
+
+
+def _message(body: Any) -> str:
+    """What an error response says: a Status's message, else its first bytes."""
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:300]
+    return str(body)[:200]
+
+
+async def read_once(api: ApiSession, path: str, convert: Convert, *, field_selector: str | None = None,
+                    chunk: int = 500, watch_list: bool = True) -> list[Any]:
+    """Every object of one resource, converted, for a one-shot reader; what ``convert`` keeps
+    nothing of (or refuses, logged) is left out."""
+    store = Buckets()
+    await Reflector(api, path, convert=convert, store=store, on_change=lambda old, new: None,
+                    field_selector=field_selector, chunk=chunk, watch_list=watch_list).fill()
+    return [info for _, infos in store.items() for info in infos]
 
 
 class ApiSession:
