@@ -218,6 +218,35 @@ def test_memcg_path_wins_over_fingerprint():
     assert (k.attribution, k.pod) == ("memcg", "b")
 
 
+def test_memcg_path_of_a_static_pod_names_its_mirror_pod():
+    """kubelet runs a static pod (etcd, kube-apiserver on kubeadm nodes) under the hash of its
+    manifest, which the cgroup path carries; the API server's mirror pod has a UID of its own
+    and the hash in kubernetes.io/config.mirror."""
+    digest = "9f3c2a1b4d5e6f708192a3b4c5d6e7f8"
+    cgroup = ("/kubepods.slice/kubepods-burstable.slice/"
+              f"kubepods-burstable-pod{digest}.slice/cri-containerd-{'e' * 64}.scope")
+    text = (f"oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg={cgroup},"
+            f"task_memcg={cgroup},task=etcd,pid=10,uid=0\n" + killed(10, comm="etcd", score=998))
+    mirror = pod_info({
+        "kind": "Pod",
+        "metadata": {"name": "etcd-n1", "namespace": "kube-system", "uid": "0c0c0c0c-0000-4000-8000-00000000000c",
+                     "annotations": {"kubernetes.io/config.source": "file", "kubernetes.io/config.hash": digest,
+                                     "kubernetes.io/config.mirror": digest}},
+        "spec": {"nodeName": "n1", "priorityClassName": "system-node-critical",
+                 "containers": [{"name": "etcd", "resources": {"requests": {"memory": "100Mi"}}}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "etcd", "containerID": f"containerd://{'e' * 64}", "restartCount": 0,
+             "state": {"running": {"startedAt": T0}}}]},
+    })
+    assert mirror.kubelet_uid == digest
+    r = run([node()], [mirror, burstable("a", "1Gi")], [oom_event(text)])
+    [k] = r.oom_kills
+    assert (k.attribution, k.namespace, k.pod, k.container, k.silent) == ("memcg", "kube-system", "etcd-n1", "etcd", True)
+    [v] = [v for v in r.violations if v.rule == "SilentOOMKill"]
+    assert (v.kind, v.name, v.uid) == ("Pod", "etcd-n1", "0c0c0c0c-0000-4000-8000-00000000000c")
+    assert burstable("b", "1Gi").kubelet_uid is None
+
+
 def test_visible_when_the_container_terminated_oomkilled_within_the_window():
     def with_oom(finished):
         return {"c": {"restartCount": 1, "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137,

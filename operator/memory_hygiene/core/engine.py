@@ -84,6 +84,7 @@ def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: f
         expires = _next_expiry(spec, events, now)
         nodes = {name: node} if node is not None else {}
         by_uid = {p.uid: p for p in pods}
+        by_uid.update((p.kubelet_uid, p) for p in pods if p.kubelet_uid)  # static pods' cgroups
         incidents, oom_violations, unparsed = evaluate_oom(
             spec, events, nodes, {name: pods}, by_uid, now, view.namespaces
         )

@@ -196,7 +196,20 @@ def pod_info(pod: dict) -> PodInfo:
         message=_str(pod, status.get("message"), "status.message"),
         node_critical=node_critical,
         created=_time(pod, meta.get("creationTimestamp"), "metadata.creationTimestamp"),
+        kubelet_uid=_mirror_of(pod, meta),
     )
+
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+"""kubelet's ConfigMirrorAnnotationKey (pkg/kubelet/types/pod_update.go), set by its mirror
+client (pkg/kubelet/pod/mirror_client.go, CreateMirrorPod) to the static pod's hash, which is
+also its UID on the node (pkg/kubelet/config/common.go, applyDefaults)."""
+
+
+def _mirror_of(pod: dict, meta: dict) -> str | None:
+    annotations = mapping(pod, meta.get("annotations"), "metadata.annotations")
+    value = _str(pod, annotations.get(MIRROR_ANNOTATION), f"metadata.annotations[{MIRROR_ANNOTATION}]")
+    return value.lower() or None
 
 
 def _memory(node: dict, resources: object, field: str) -> int | None:

@@ -58,6 +58,10 @@ class PodInfo(NamedTuple):
     """kubelet gives every container of a node-critical pod oom_score_adj -997."""
     created: float | None = None
     """metadata.creationTimestamp: a pod created after a kill cannot be its victim."""
+    kubelet_uid: str | None = None
+    """A static pod's UID on its node, which its memory cgroup path carries: kubelet names a
+    static pod by the hash of its manifest and gives its mirror pod (what the API server
+    holds, with a UID of its own) that hash as ``kubernetes.io/config.mirror``. None for others."""
 
     @property
     def terminal(self) -> bool:
