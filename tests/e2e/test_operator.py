@@ -213,6 +213,17 @@ def test_oom_kills_silent_visible_fingerprint_and_ambiguous(operator, sim, kube)
     wait_for(lambda: kube.events("default", **{"involvedObject.name": node2, "reason": "SilentOOMKill"}),
              what="SilentOOMKill event on the node")
 
+    # 5. the victim's pod is deleted: its kill stays its own, not a new unattributed one on the node
+    sim.core.delete_namespaced_pod("a", ns, grace_period_seconds=0)
+    status = settled_with(kube, name, lambda s: s["summary"]["evaluatedPods"] == 4, what="pod a gone")
+    assert status["summary"]["silentOOMKills"] == 2 and status["summary"]["oomKills"] == 3
+    kinds = sorted((v["kind"], v["name"]) for v in status["violations"] if v["rule"] == "SilentOOMKill")
+    assert kinds == [("Node", node2), ("Pod", "a")]
+    sim.pod(ns, "marker", {"c": {}}, node=node)  # an Event queued after anything that pass queued
+    wait_for(lambda: kube.events(ns, **{"involvedObject.name": "marker", "reason": "MissingMemoryRequest"}),
+             what="the marker's Event")
+    assert kube.events("default", **{"involvedObject.name": node, "reason": "SilentOOMKill"}) == []
+
 
 def test_policy_edit_reevaluates(operator, sim, kube):
     tag = uuid.uuid4().hex[:8]

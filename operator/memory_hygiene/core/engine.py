@@ -62,7 +62,10 @@ class BucketResult:
     alone, so the bucket is evaluated again); None when nothing here ages."""
 
 
-def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: float) -> BucketResult:
+def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: float,
+                    before: BucketResult | None = None) -> BucketResult:
+    """One bucket's result; ``before``, its last one, remembers who OOM kills were attributed to
+    (rules.evaluate_oom: a victim's pod may be gone by now)."""
     pods = list(view.pods_on(name))
     node = view.node(name) if name != UNSCHEDULED else None
     selected_node = node is not None and node_selected(spec, node)
@@ -86,7 +89,8 @@ def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: f
         by_uid = {p.uid: p for p in pods}
         by_uid.update((p.kubelet_uid, p) for p in pods if p.kubelet_uid)  # static pods' cgroups
         incidents, oom_violations, unparsed = evaluate_oom(
-            spec, events, nodes, {name: pods}, by_uid, now, view.namespaces
+            spec, events, nodes, {name: pods}, by_uid, now, view.namespaces,
+            before.oom_kills if before is not None else (),
         )
         violations.extend(oom_violations)
     return BucketResult(
@@ -140,7 +144,7 @@ class PolicyEngine:
         self.changed = {}
         for name in names:
             before = self.results.get(name)
-            result: BucketResult | None = evaluate_bucket(self.spec, name, view, now)
+            result: BucketResult | None = evaluate_bucket(self.spec, name, view, now, before)
             assert result is not None
             if result.unparsed and (before is None or before.unparsed != result.unparsed):
                 unparsed.extend(e for e in result.unparsed if before is None or e not in before.unparsed)

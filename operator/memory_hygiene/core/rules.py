@@ -141,6 +141,8 @@ class OOMIncident:
     anon_rss: int | None = None
     container_limit: int | None = None
     restart_count: int | None = None
+    pids: tuple[int, ...] = ()
+    """Every pid killed in this incident (``pid`` is the first)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -449,11 +451,15 @@ def evaluate_oom(
     pods_by_uid: Mapping[str, PodInfo],
     now: float,
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
+    earlier: Iterable[OOMIncident] = (),
 ) -> tuple[list[OOMIncident], list[Violation], list[OOMEventInfo]]:
     """OOM incidents within the lookback, and a SilentOOMKill violation for each silent one.
 
     ``nodes`` are the nodes the policy selects that we know of; an event about another node is
     reported only when the policy has no node selector (the Node object may be gone).
+    ``earlier``: the incidents of the last evaluation. One that named a pod which has gone since
+    (deleted after the kill, or completed and so no longer watched) is kept as it was: the
+    victim is known, and judging its kill again without the pod would blame the node.
     Returns (incidents, violations, unparsed events).
     """
     rule = spec.rules.silent_oom
@@ -463,9 +469,23 @@ def evaluate_oom(
     unparsed: list[OOMEventInfo] = []
     kills = _kills_from_events(events, now - rule.lookback_seconds, window, unparsed)
 
+    gone: dict[tuple[str, int], list[OOMIncident]] = defaultdict(list)
+    for i in earlier:
+        if i.pod_uid and i.pod_uid not in pods_by_uid:
+            for pid in i.pids or (i.pid,):
+                gone[(i.node, pid)].append(i)
+    recalled: set[OOMIncident] = set()
+
     incidents: list[OOMIncident] = []
     open_incident: dict[tuple[str, str, str], int] = {}
     for k in kills:
+        before = next((i for i in gone.get((k.node, k.k.pid), ())
+                       if i.time is None or k.time is None or abs(k.time - i.time) <= window), None)
+        if before is not None:
+            if before not in recalled:  # once for all the kills of a group incident
+                recalled.add(before)
+                incidents.append(before)
+            continue
         node = nodes.get(k.node)
         if node is None and spec.node_selector is not None:
             continue
@@ -496,6 +516,7 @@ def evaluate_oom(
             anon_rss=k.k.anon_rss_bytes,
             container_limit=cinfo.limit if cinfo else None,
             restart_count=cinfo.restart_count if cinfo else None,
+            pids=(k.k.pid,),
         )
         if pod is not None and container is not None:
             gkey = (k.node, pod.uid, container)
@@ -513,7 +534,8 @@ def evaluate_oom(
 
 
 def _merge_group_kill(first: OOMIncident, other: OOMIncident) -> OOMIncident:
-    return replace(first, kills=first.kills + other.kills, silent=first.silent and other.silent)
+    return replace(first, kills=first.kills + other.kills, silent=first.silent and other.silent,
+                   pids=first.pids + other.pids)
 
 
 def _silent_violation(i: OOMIncident, node: NodeInfo | None) -> Violation:
