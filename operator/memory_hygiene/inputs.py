@@ -161,8 +161,14 @@ def load_live(kubeconfig: str | None = None, context: str | None = None) -> Snap
             raise InputError(f"kubeconfig: {err}") from None
     # Millions of small acyclic objects: the cyclic GC would only scan them again and again.
     gc.disable()
+    snap = Snapshot()
     try:
-        return asyncio.run(_read_live(cfg))
+        # The coroutine fills `snap` and returns None: Python 3.11's asyncio.run formats the repr of
+        # its main task, result included, when it restores the SIGINT handler (signal.getsignal
+        # builds a ValueError naming the handler, a partial bound to that task): 200 MB of text
+        # at 150,000 pods.
+        asyncio.run(_read_live(cfg, snap))
+        return snap
     except ApiError as err:
         raise InputError(f"cluster: {err}") from None
     except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as err:
@@ -171,7 +177,7 @@ def load_live(kubeconfig: str | None = None, context: str | None = None) -> Snap
         gc.enable()
 
 
-async def _read_live(cfg: Any) -> Snapshot:
+async def _read_live(cfg: Any, snap: Snapshot) -> None:
     from .shell.reflector import ApiSession, read_once
 
     def keep(convert: Any) -> Any:
@@ -195,4 +201,5 @@ async def _read_live(cfg: Any) -> Snapshot:
         )
     finally:
         await api.close()
-    return Snapshot(namespaces=dict(namespaces), nodes=nodes, pods=pods, events=[e for es in events for e in es])
+    snap.namespaces = dict(namespaces)
+    snap.nodes, snap.pods, snap.events = nodes, pods, [e for es in events for e in es]
