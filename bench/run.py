@@ -588,6 +588,7 @@ async def measure_size(cluster: BenchCluster, kube: Kube, state: LoadState, size
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
     ops: list[Operator] = []
     tasks: list[asyncio.Task] = []
+    watch_kube: Kube | None = None
     try:
         plan = Plan.make(size, args.seed)
         t = time.monotonic()
@@ -701,6 +702,9 @@ async def measure_size(cluster: BenchCluster, kube: Kube, state: LoadState, size
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if watch_kube is not None:
+            await watch_kube.close()
         for op in ops:
             op.stop()
         result["apiserver_rss_mb_end"] = round(_rss(cluster.apiserver_pid) / MB) if cluster.apiserver_pid else None
