@@ -252,11 +252,10 @@ def find_polaris() -> str | None:
 
 
 POLARIS_ERROR = (
-    "not built: `go install github.com/fairwindsops/polaris/v9@latest` (and /v10, and the module path "
-    "without a major suffix, @latest/@master/@<commit>) fails here with `reading https://proxy.golang.org/"
-    "github.com/fairwindsops/polaris/v9/@v/list: 403 Forbidden / server response: This module version is not "
-    "available.`: the Go module proxy is the only reachable source, and it serves no Polaris version (Polaris' "
-    "release tags have no `v` prefix, so they are not Go module versions, and its go.mod has no /vN suffix)")
+    "not built: the Go module proxy, the only source reachable here, answers every request for "
+    "github.com/fairwindsops/polaris (its go.mod's module path) and for /v9 and /v10: the version list, "
+    "@latest, @master and a commit of the default branch, with `403 Forbidden / server response: This module "
+    "version is not available.`")
 
 
 def run_audit(kubeconfig: Path, workdir: Path) -> dict[str, Any]:
