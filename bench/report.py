@@ -60,7 +60,7 @@ def main() -> int:
         a, p = c.get("memory_hygiene_audit") or {}, c.get("popeye") or {}
         ra = c.get("ratios") or {}
         fop = ra.get("found_over_planted") or {}
-        perr = " (**failed**: its LIST of all pods did not complete within its 30 s client timeout)" \
+        perr = " (**partial**: one of its LISTs did not complete within its 30 s client timeout)" \
             if p.get("report_errors") else ""
         if p.get("killed_over_rss_limit_bytes"):
             perr = f" (**killed** at the {p['killed_over_rss_limit_bytes'] >> 30} GiB cap, no report)"
