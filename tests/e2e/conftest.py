@@ -1,8 +1,11 @@
 """Fixtures for end-to-end tests against a real Kubernetes API server.
 
 By default a local control plane (etcd + kube-apiserver, see ``cluster/localcluster.py``)
-is started once per test session. With ``MEMORY_HYGIENE_E2E_KUBECONFIG=/path/to/kubeconfig``
-an existing cluster (e.g. kind, for people with Docker) is used instead and left running.
+is started, and every e2e test runs twice: on the packaged etcd (Debian's 3.4.23, which
+cannot serve the watch list: the operator and the audit fall back to paged LISTs) and on the
+etcd built from ``cluster/etcd/go.mod`` (3.6: the watch list, as real clusters serve it).
+With ``MEMORY_HYGIENE_E2E_KUBECONFIG=/path/to/kubeconfig`` an existing cluster (e.g. kind, for
+people with Docker) is used instead, once, and left running.
 
 If the cluster cannot be started, the ``cluster`` fixture raises: e2e tests error out,
 they are never silently skipped.
@@ -59,6 +62,8 @@ class ExistingCluster:
 
     def __init__(self, kubeconfig: str | Path) -> None:
         self.kubeconfig = Path(kubeconfig)
+        self.watch_list: bool | None = None
+        """Whether its API server streams initial events: not known here."""
         if not self.kubeconfig.is_file():
             raise RuntimeError(f"{KUBECONFIG_ENV}={kubeconfig}: no such file")
         config = yaml.safe_load(self.kubeconfig.read_text())
@@ -107,12 +112,15 @@ class ExistingCluster:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator["localcluster.LocalCluster | ExistingCluster"]:
-    """A running Kubernetes API server; ``.kubeconfig`` (admin) and ``.server``."""
-    existing = os.environ.get(KUBECONFIG_ENV)
-    if existing:
-        handle = ExistingCluster(existing)
+CLUSTERS = ["existing"] if os.environ.get(KUBECONFIG_ENV) else ["packaged-etcd", "built-etcd"]
+
+
+@pytest.fixture(scope="session", params=CLUSTERS)
+def cluster(request) -> Iterator["localcluster.LocalCluster | ExistingCluster"]:
+    """A running Kubernetes API server; ``.kubeconfig`` (admin), ``.server`` and
+    ``.watch_list`` (whether it can stream initial events; None: not known)."""
+    if request.param == "existing":
+        handle = ExistingCluster(os.environ[KUBECONFIG_ENV])
         try:
             yield handle
         finally:
@@ -120,7 +128,11 @@ def cluster() -> Iterator["localcluster.LocalCluster | ExistingCluster"]:
         return
     # Any failure here (no Go, no etcd, build error, start-up timeout) raises -> tests error.
     binaries = localcluster.ensure_binaries()
+    if request.param == "built-etcd":
+        etcd = localcluster.build_etcd()
+        binaries = {**binaries, "etcd": etcd, "etcd_version": localcluster._binary_version(etcd)}
     local = localcluster.LocalCluster(binaries=binaries)
+    local.watch_list = localcluster.watch_list_served(binaries["etcd_version"])
     local.start()
     _SUMMARY.append(f"local control plane: kube-apiserver {binaries['kubernetes_version']} + "
                     f"etcd {binaries['etcd_version']} at {local.server}, ready in "

@@ -102,6 +102,23 @@ def test_seed_scenario_status_and_events(seed, operator, sim, kube, kubectl):
         assert kube.events("default", **{"involvedObject.name": f"seed-{tag}"}) == []
 
 
+def test_initial_state_is_read_as_the_server_allows(operator, cluster):
+    """Where the API server can stream initial events from its watch cache (etcd with
+    RequestWatchProgress), the pod, node and namespace caches fill from one watch stream each;
+    where it cannot, each falls back to paged LISTs, once, and says so. (Events have no watch
+    cache in kube-apiserver by default, DefaultWatchCacheSizes: events 0, and are streamed from
+    etcd either way.) The seed scenarios pass in both cases."""
+    log = operator.log_path.read_text()
+    fell_back = {r for r in ("pods", "nodes", "namespaces")
+                 if f"/api/v1/{r}: the API server does not stream initial events" in log}
+    if cluster.watch_list is None:  # a cluster we did not start: either way, the same for all
+        assert fell_back in (set(), {"pods", "nodes", "namespaces"}), operator.logs()
+    elif cluster.watch_list:
+        assert fell_back == set(), operator.logs()
+    else:
+        assert fell_back == {"pods", "nodes", "namespaces"}, operator.logs()
+
+
 # --- transitions ------------------------------------------------------------------------------
 
 

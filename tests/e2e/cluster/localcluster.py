@@ -23,11 +23,13 @@ Binaries:
   to this file pins the version) and cached under
   ``${XDG_CACHE_HOME:-~/.cache}/memory-hygiene/bin/kube-apiserver-<version>``.
 * etcd comes from ``$MEMORY_HYGIENE_ETCD``, ``$PATH`` (Debian: ``apt-get
-  install etcd-server``) or the same cache directory.
+  install etcd-server``) or the same cache directory. A current etcd (``etcd/go.mod``
+  pins it) is also built from the Go module proxy, into ``bin/built/``
+  (:func:`build_etcd`): the e2e suite runs on both.
 
 Only the standard library and PyYAML are used. Importable by path; also a CLI::
 
-    python tests/e2e/cluster/localcluster.py build    # build/find binaries
+    python tests/e2e/cluster/localcluster.py build    # build/find binaries (--with-built-etcd)
     python tests/e2e/cluster/localcluster.py up       # start in the background
     python tests/e2e/cluster/localcluster.py status
     python tests/e2e/cluster/localcluster.py down
@@ -60,6 +62,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 APISERVER_MODULE_DIR = HERE / "apiserver"
 GO_MOD = APISERVER_MODULE_DIR / "go.mod"
+ETCD_MODULE_DIR = HERE / "etcd"
 
 #: Disabled admission plugins (envtest does the same; see module docstring).
 DEFAULT_DISABLED_ADMISSION_PLUGINS = ("ServiceAccount",)
@@ -203,6 +206,58 @@ def build_kube_apiserver(version: str | None = None, *, force: bool = False) -> 
         os.replace(tmp, target)
         _log(f"built {target} in {elapsed:.1f}s")
     return target
+
+
+def built_etcd_version() -> str:
+    """The etcd version ``etcd/go.mod`` pins (the one :func:`build_etcd` builds)."""
+    text = (ETCD_MODULE_DIR / "go.mod").read_text()
+    match = re.search(r"^require go\.etcd\.io/etcd/server/v3 (v\d+\.\d+\.\d+)$", text, re.M)
+    if not match:
+        raise LocalClusterError(f"no `require go.etcd.io/etcd/server/v3 vX.Y.Z` in {ETCD_MODULE_DIR / 'go.mod'}")
+    return match.group(1)
+
+
+def build_etcd(*, force: bool = False) -> Path:
+    """Return the cached etcd that ``etcd/go.mod`` pins, building it first if needed (under
+    ``bin/built/``, where :func:`find_etcd` does not look: the packaged etcd stays the default)."""
+    version = built_etcd_version()
+    target = bin_dir() / "built" / f"etcd-{version}"
+    if target.exists() and not force:
+        return target
+    go = find_go()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".etcd-{version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists() and not force:
+            return target
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        cmd = [str(go), "build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp),
+               "go.etcd.io/etcd/server/v3"]
+        _log(f"building etcd {version} from the Go module proxy (first time: about a minute) ...")
+        started = time.monotonic()
+        proc = subprocess.run(cmd, cwd=ETCD_MODULE_DIR, env=_go_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        elapsed = time.monotonic() - started
+        if proc.returncode != 0:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tail = "\n".join(proc.stdout.splitlines()[-40:])
+            raise LocalClusterError(
+                f"building etcd failed after {elapsed:.0f}s (exit {proc.returncode}).\n"
+                f"command (in {ETCD_MODULE_DIR}): {' '.join(cmd)}\n{tail}")
+        os.replace(tmp, target)
+        _log(f"built {target} in {elapsed:.1f}s")
+    return target
+
+
+def watch_list_served(etcd_version: str) -> bool:
+    """Whether kube-apiserver can stream initial events (and serve consistent LISTs from its
+    watch cache) on this etcd: it needs RequestWatchProgress, in etcd 3.4.31+ and 3.5.13+."""
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", etcd_version)
+    if not m:
+        raise LocalClusterError(f"cannot read the etcd version {etcd_version!r}")
+    v = tuple(int(x) for x in m.groups())
+    return (3, 4, 31) <= v < (3, 5, 0) or v >= (3, 5, 13)
 
 
 def find_etcd(*, install: bool = False) -> Path:
@@ -747,6 +802,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
     info = ensure_binaries(install_etcd=True, force_build=args.force)
     print(f"kube-apiserver {info['kubernetes_version']}: {info['kube-apiserver']}")
     print(f"etcd {info['etcd_version']}: {info['etcd']}")
+    if args.with_built_etcd:
+        built = build_etcd(force=args.force)
+        print(f"etcd {_binary_version(built)} (built): {built}")
     print(f"took {time.monotonic() - t0:.1f}s")
     return 0
 
@@ -821,7 +879,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where `up` records pids/dirs (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build/find kube-apiserver and etcd (installs etcd via apt as root)")
-    b.add_argument("--force", action="store_true", help="rebuild kube-apiserver even if cached")
+    b.add_argument("--force", action="store_true", help="rebuild kube-apiserver (and etcd) even if cached")
+    b.add_argument("--with-built-etcd", action="store_true",
+                   help="also build the etcd that etcd/go.mod pins (the e2e suite runs on both)")
     u = sub.add_parser("up", help="start a cluster in the background")
     u.add_argument("--timeout", type=float, default=90.0)
     sub.add_parser("down", help="stop the cluster started by `up` and remove its data")
