@@ -180,20 +180,26 @@ def build_kube_apiserver(version: str | None = None, *, force: bool = False) -> 
         return target
 
     go = find_go()
+    return _go_build(target, APISERVER_MODULE_DIR, "k8s.io/kubernetes/cmd/kube-apiserver",
+                     _version_ldflags(go, version), f"kube-apiserver {version}",
+                     "downloads ~hundreds of MB of modules and compiles for several minutes", force=force)
+
+
+def _go_build(target: Path, module_dir: Path, package: str, ldflags: str, what: str, how_long: str,
+              *, force: bool) -> Path:
+    """``go build`` of ``package`` in ``module_dir`` into ``target``, under a file lock (another
+    process may be building the same thing); a failure raises with the build's last lines."""
+    go = find_go()
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.parent / f".kube-apiserver-{version}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same thing
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists() and not force:
             return target
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        cmd = [str(go), "build", "-mod=readonly", "-trimpath",
-               "-ldflags", _version_ldflags(go, version),
-               "-o", str(tmp), "k8s.io/kubernetes/cmd/kube-apiserver"]
-        _log(f"building kube-apiserver {version} from the Go module proxy (first time: "
-             "downloads ~hundreds of MB of modules and compiles for several minutes) ...")
+        cmd = [str(go), "build", "-mod=readonly", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), package]
+        _log(f"building {what} from the Go module proxy (first time: {how_long}) ...")
         started = time.monotonic()
-        proc = subprocess.run(cmd, cwd=APISERVER_MODULE_DIR, env=_go_env(),
+        proc = subprocess.run(cmd, cwd=module_dir, env=_go_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         elapsed = time.monotonic() - started
         if proc.returncode != 0:
@@ -201,8 +207,8 @@ def build_kube_apiserver(version: str | None = None, *, force: bool = False) -> 
                 tmp.unlink()
             tail = "\n".join(proc.stdout.splitlines()[-40:])
             raise LocalClusterError(
-                f"building kube-apiserver failed after {elapsed:.0f}s (exit {proc.returncode}).\n"
-                f"command (in {APISERVER_MODULE_DIR}): {' '.join(cmd)}\n{tail}")
+                f"building {what} failed after {elapsed:.0f}s (exit {proc.returncode}).\n"
+                f"command (in {module_dir}): {' '.join(cmd)}\n{tail}")
         os.replace(tmp, target)
         _log(f"built {target} in {elapsed:.1f}s")
     return target
@@ -224,30 +230,8 @@ def build_etcd(*, force: bool = False) -> Path:
     target = bin_dir() / "built" / f"etcd-{version}"
     if target.exists() and not force:
         return target
-    go = find_go()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".etcd-{version}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.exists() and not force:
-            return target
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        cmd = [str(go), "build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp),
-               "go.etcd.io/etcd/server/v3"]
-        _log(f"building etcd {version} from the Go module proxy (first time: about a minute) ...")
-        started = time.monotonic()
-        proc = subprocess.run(cmd, cwd=ETCD_MODULE_DIR, env=_go_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        elapsed = time.monotonic() - started
-        if proc.returncode != 0:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tail = "\n".join(proc.stdout.splitlines()[-40:])
-            raise LocalClusterError(
-                f"building etcd failed after {elapsed:.0f}s (exit {proc.returncode}).\n"
-                f"command (in {ETCD_MODULE_DIR}): {' '.join(cmd)}\n{tail}")
-        os.replace(tmp, target)
-        _log(f"built {target} in {elapsed:.1f}s")
-    return target
+    return _go_build(target, ETCD_MODULE_DIR, "go.etcd.io/etcd/server/v3", "-s -w", f"etcd {version}",
+                     "about a minute", force=force)
 
 
 def watch_list_served(etcd_version: str) -> bool:
