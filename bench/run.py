@@ -911,10 +911,12 @@ def main() -> int:
     ap.add_argument("--settle-seconds", type=float, default=5.0,
                     help="pause between loading and starting the operator")
     ap.add_argument("--etcd", metavar="PATH",
-                    help="the etcd binary of the control plane (default: Debian's; bench/tools.sh builds "
-                         "~/.cache/memory-hygiene/bench-bin/etcd-v3.6.16)")
+                    help="the etcd binary of the control plane (default: Debian's); `built`: the etcd "
+                         "tests/e2e/cluster/etcd/go.mod pins (bench/tools.sh builds it)")
     args = ap.parse_args()
-    if args.etcd:
+    if args.etcd == "built":
+        os.environ["MEMORY_HYGIENE_ETCD"] = str(lc.build_etcd())
+    elif args.etcd:
         os.environ["MEMORY_HYGIENE_ETCD"] = str(Path(args.etcd).expanduser())
     if not args.sizes and not args.pods:
         ap.error("--pods or --sizes")

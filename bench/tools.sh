@@ -35,23 +35,9 @@ fi
 
 # etcd >= 3.5.13 for the control plane (Debian's 3.4.23 lacks RequestWatchProgress, which
 # kube-apiserver needs to serve consistent LISTs from its watch cache and for WatchList /
-# sendInitialEvents). `bench/run.py --etcd "$BIN/etcd-$ETCD_VERSION"` uses it; the e2e suite keeps
-# Debian's.
-ETCD_VERSION=v3.6.16
-if [ ! -x "$BIN/etcd-$ETCD_VERSION" ]; then
-  tmp=$(mktemp -d)
-  cat > "$tmp/go.mod" <<MOD
-module benchetcd
-
-go 1.24.0
-
-require go.etcd.io/etcd/server/v3 $ETCD_VERSION
-MOD
-  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$tmp/tools.go"
-  (cd "$tmp" && GOFLAGS=-mod=mod go mod tidy && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd-$ETCD_VERSION" go.etcd.io/etcd/server/v3)
-  rm -rf "$tmp"
-fi
-"$BIN/etcd-$ETCD_VERSION" --version | head -1
+# sendInitialEvents): the one tests/e2e/cluster/etcd/go.mod pins, built as the e2e suite builds it
+# (into ~/.cache/memory-hygiene/bin/built/). `bench/run.py --etcd built` uses it.
+python3 "$HERE/../tests/e2e/cluster/localcluster.py" build --with-built-etcd
 
 if [ ! -x "$BIN/polaris" ]; then
   (cd "$(mktemp -d)" && go list -m -versions github.com/fairwindsops/polaris/v9 2>&1 | tail -2) || true

@@ -132,7 +132,6 @@ def cluster(request) -> Iterator["localcluster.LocalCluster | ExistingCluster"]:
         etcd = localcluster.build_etcd()
         binaries = {**binaries, "etcd": etcd, "etcd_version": localcluster._binary_version(etcd)}
     local = localcluster.LocalCluster(binaries=binaries)
-    local.watch_list = localcluster.watch_list_served(binaries["etcd_version"])
     local.start()
     _SUMMARY.append(f"local control plane: kube-apiserver {binaries['kubernetes_version']} + "
                     f"etcd {binaries['etcd_version']} at {local.server}, ready in "

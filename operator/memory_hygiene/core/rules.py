@@ -472,7 +472,7 @@ def evaluate_oom(
     gone: dict[tuple[str, int], list[OOMIncident]] = defaultdict(list)
     for i in earlier:
         if i.pod_uid and i.pod_uid not in pods_by_uid:
-            for pid in i.pids or (i.pid,):
+            for pid in i.pids:
                 gone[(i.node, pid)].append(i)
     recalled: set[OOMIncident] = set()
 

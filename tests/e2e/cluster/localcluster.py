@@ -180,16 +180,15 @@ def build_kube_apiserver(version: str | None = None, *, force: bool = False) -> 
         return target
 
     go = find_go()
-    return _go_build(target, APISERVER_MODULE_DIR, "k8s.io/kubernetes/cmd/kube-apiserver",
+    return _go_build(go, target, APISERVER_MODULE_DIR, "k8s.io/kubernetes/cmd/kube-apiserver",
                      _version_ldflags(go, version), f"kube-apiserver {version}",
                      "downloads ~hundreds of MB of modules and compiles for several minutes", force=force)
 
 
-def _go_build(target: Path, module_dir: Path, package: str, ldflags: str, what: str, how_long: str,
-              *, force: bool) -> Path:
+def _go_build(go: Path, target: Path, module_dir: Path, package: str, ldflags: str, what: str,
+              how_long: str, *, force: bool) -> Path:
     """``go build`` of ``package`` in ``module_dir`` into ``target``, under a file lock (another
     process may be building the same thing); a failure raises with the build's last lines."""
-    go = find_go()
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -230,7 +229,7 @@ def build_etcd(*, force: bool = False) -> Path:
     target = bin_dir() / "built" / f"etcd-{version}"
     if target.exists() and not force:
         return target
-    return _go_build(target, ETCD_MODULE_DIR, "go.etcd.io/etcd/server/v3", "-s -w", f"etcd {version}",
+    return _go_build(find_go(), target, ETCD_MODULE_DIR, "go.etcd.io/etcd/server/v3", "-s -w", f"etcd {version}",
                      "about a minute", force=force)
 
 
@@ -508,6 +507,7 @@ class LocalCluster:
         self.pki: dict[str, Path] = {}
         self.startup_seconds: float | None = None
         self.etcd_pid: int | None = None
+        self.etcd_version: str | None = None
         self.apiserver_pid: int | None = None
         self._procs: dict[str, subprocess.Popen] = {}
         self._ssl: ssl.SSLContext | None = None
@@ -520,6 +520,7 @@ class LocalCluster:
         if self._procs:
             raise LocalClusterError("already started")
         binaries = self._binaries or ensure_binaries()
+        self.etcd_version = binaries.get("etcd_version")
         t0 = time.monotonic()
         if self._root_arg:
             self._root_arg.mkdir(parents=True, exist_ok=True)
@@ -750,6 +751,12 @@ class LocalCluster:
         """TokenRequest for ``namespace/name`` + a kubeconfig using it (default namespace set)."""
         token = self.service_account_token(namespace, name, **token_kwargs)
         return self.write_token_kubeconfig(token, path, namespace=namespace)
+
+    @property
+    def watch_list(self) -> bool | None:
+        """Whether this API server streams initial events (by its etcd's version); None before
+        :meth:`start`."""
+        return watch_list_served(self.etcd_version) if self.etcd_version else None
 
     # ---- state file (CLI up/down)
 
