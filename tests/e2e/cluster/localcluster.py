@@ -159,15 +159,26 @@ def _version_ldflags(go: Path, version: str) -> str:
     return " ".join(flags)
 
 
-def build_kube_apiserver(version: str | None = None, *, force: bool = False) -> Path:
-    """Return the cached kube-apiserver for ``version``, building it first if needed.
+KUBERNETES_COMPONENTS = ("kube-apiserver", "kubelet", "kube-scheduler", "kube-controller-manager")
+"""What ``apiserver/go.mod`` builds (its ``tool`` lines): the control plane, and the real node's
+kubelet (tests/e2e/cluster/realnode.py)."""
 
-    ``$MEMORY_HYGIENE_KUBE_APISERVER`` overrides everything (no build).
+
+def build_kubernetes(component: str = "kube-apiserver", version: str | None = None, *,
+                     force: bool = False) -> Path:
+    """Return the cached ``component`` (one of :data:`KUBERNETES_COMPONENTS`) for ``version``,
+    building it first if needed. They share one go.mod and one Go build cache, so the second
+    one costs its own packages and a link.
+
+    ``$MEMORY_HYGIENE_KUBE_APISERVER`` (``..._KUBELET``, ...) overrides everything (no build).
     """
-    override = os.environ.get("MEMORY_HYGIENE_KUBE_APISERVER")
+    if component not in KUBERNETES_COMPONENTS:
+        raise LocalClusterError(f"unknown component {component!r}")
+    env_name = "MEMORY_HYGIENE_" + component.upper().replace("-", "_")
+    override = os.environ.get(env_name)
     if override:
         if not os.access(override, os.X_OK):
-            raise LocalClusterError(f"MEMORY_HYGIENE_KUBE_APISERVER={override} is not executable")
+            raise LocalClusterError(f"{env_name}={override} is not executable")
         return Path(override)
 
     pinned = kubernetes_version()
@@ -175,18 +186,23 @@ def build_kube_apiserver(version: str | None = None, *, force: bool = False) -> 
     if version != pinned:
         raise LocalClusterError(
             f"{GO_MOD} pins k8s.io/kubernetes {pinned}, not {version}; edit it (see its header)")
-    target = bin_dir() / f"kube-apiserver-{version}"
+    target = bin_dir() / f"{component}-{version}"
     if target.exists() and not force:
         return target
 
     go = find_go()
-    return _go_build(go, target, APISERVER_MODULE_DIR, "k8s.io/kubernetes/cmd/kube-apiserver",
-                     _version_ldflags(go, version), f"kube-apiserver {version}",
+    return _go_build(go, target, APISERVER_MODULE_DIR, f"k8s.io/kubernetes/cmd/{component}",
+                     _version_ldflags(go, version), f"{component} {version}",
                      "downloads ~hundreds of MB of modules and compiles for several minutes", force=force)
 
 
+def build_kube_apiserver(version: str | None = None, *, force: bool = False) -> Path:
+    """Return the cached kube-apiserver for ``version``, building it first if needed."""
+    return build_kubernetes("kube-apiserver", version, force=force)
+
+
 def _go_build(go: Path, target: Path, module_dir: Path, package: str, ldflags: str, what: str,
-              how_long: str, *, force: bool) -> Path:
+              how_long: str, *, force: bool, tags: str = "") -> Path:
     """``go build`` of ``package`` in ``module_dir`` into ``target``, under a file lock (another
     process may be building the same thing); a failure raises with the build's last lines."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +211,8 @@ def _go_build(go: Path, target: Path, module_dir: Path, package: str, ldflags: s
         if target.exists() and not force:
             return target
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        cmd = [str(go), "build", "-mod=readonly", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), package]
+        cmd = [str(go), "build", "-mod=readonly", "-trimpath", *(["-tags", tags] if tags else []),
+               "-ldflags", ldflags, "-o", str(tmp), package]
         _log(f"building {what} from the Go module proxy (first time: {how_long}) ...")
         started = time.monotonic()
         proc = subprocess.run(cmd, cwd=module_dir, env=_go_env(),
@@ -314,8 +331,9 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise LocalClusterError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def _make_pki(d: Path) -> dict[str, Path]:
-    """One CA signing the serving cert and the admin client cert; an RSA SA key pair."""
+def _make_pki(d: Path, serving_ips: tuple[str, ...] = ()) -> dict[str, Path]:
+    """One CA signing the serving cert (for 127.0.0.1 and ``serving_ips``) and the admin
+    client cert; an RSA SA key pair."""
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
@@ -324,7 +342,8 @@ def _make_pki(d: Path) -> dict[str, Path]:
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,IP:10.0.0.1\n")
+        "DNS:kubernetes.default.svc,IP:10.0.0.1"
+        + "".join(f",IP:{ip}" for ip in serving_ips if ip not in ("127.0.0.1", "10.0.0.1")) + "\n")
     (d / "client.ext").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=clientAuth\n")
@@ -479,7 +498,8 @@ def _remove_stale_dirs() -> None:
 
 
 class LocalCluster:
-    """etcd + kube-apiserver as local processes on 127.0.0.1.
+    """etcd + kube-apiserver as local processes on 127.0.0.1 (or on ``address``, one of this
+    machine's own addresses: the real node's bridge, so that its pods reach the API server).
 
     >>> with LocalCluster() as c:              # doctest: +SKIP
     ...     subprocess.run(["kubectl", "--kubeconfig", c.kubeconfig, "get", "ns"])
@@ -492,8 +512,9 @@ class LocalCluster:
                  root_dir: str | Path | None = None, startup_timeout: float = 90.0,
                  extra_apiserver_args: list[str] | tuple[str, ...] = (),
                  disable_admission_plugins: tuple[str, ...] = DEFAULT_DISABLED_ADMISSION_PLUGINS,
-                 detach: bool = False, keep_dir: bool = False) -> None:
+                 detach: bool = False, keep_dir: bool = False, address: str = "127.0.0.1") -> None:
         self._binaries = binaries
+        self.address = address
         self._root_arg = Path(root_dir) if root_dir else None
         self.startup_timeout = startup_timeout
         self.extra_apiserver_args = list(extra_apiserver_args)
@@ -537,7 +558,7 @@ class LocalCluster:
                 try:
                     etcd = self._spawn_etcd(Path(binaries["etcd"]))
                     if not self.pki:  # while etcd boots
-                        self.pki = _make_pki(self.root / "pki")
+                        self.pki = _make_pki(self.root / "pki", (self.address,))
                         self._ssl = ssl.create_default_context(cafile=str(self.pki["ca_crt"]))
                         self._ssl.load_cert_chain(str(self.pki["admin_crt"]),
                                                   str(self.pki["admin_key"]))
@@ -597,7 +618,7 @@ class LocalCluster:
     def _start_apiserver(self, apiserver: Path) -> None:
         assert self.root is not None and self.etcd_url
         port = _free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        self.server = f"https://{self.address}:{port}"
         args = [
             str(apiserver),
             f"--etcd-servers={self.etcd_url}",
@@ -606,8 +627,8 @@ class LocalCluster:
             f"--tls-private-key-file={self.pki['serving_key']}",
             f"--client-ca-file={self.pki['ca_crt']}",
             f"--secure-port={port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             # 1.37 refuses a loopback advertise address with the default ("lease") endpoint
             # reconciler; nothing here needs the `kubernetes` Service's endpoints anyway.
             "--endpoint-reconciler-type=none",
@@ -620,6 +641,12 @@ class LocalCluster:
             "--profiling=false",
             "--v=1",
         ]
+        if self.address != "127.0.0.1":
+            # A real node (tests/e2e/cluster/realnode.py): logs/exec reach its kubelet, which
+            # trusts this CA's client certificates.
+            args += [f"--kubelet-client-certificate={self.pki['admin_crt']}",
+                     f"--kubelet-client-key={self.pki['admin_key']}",
+                     "--kubelet-preferred-address-types=InternalIP"]
         if self.disable_admission_plugins:
             args.append("--disable-admission-plugins=" + ",".join(self.disable_admission_plugins))
         args += self.extra_apiserver_args
