@@ -110,6 +110,17 @@ def test_non_oom_terminations_are_ignored():
     assert pod_info(pod).containers[1].oom_finished == ()
 
 
+def test_oomkilled_with_exit_code_0_is_not_the_kill():
+    # A real kubelet (tests/e2e/realnode/test_seeds.py, and shared/realnode/FINDINGS.md (a2)):
+    # a child was OOM-killed, then PID 1 exited 0; the container ends `OOMKilled`, exit code 0.
+    pod = copy.deepcopy(POD)
+    api = pod["status"]["containerStatuses"][0]
+    api["lastState"]["terminated"]["exitCode"] = 0
+    assert pod_info(pod).containers[1].oom_finished == ()
+    api["lastState"]["terminated"]["exitCode"] = 137
+    assert pod_info(pod).containers[1].oom_finished == (T0,)
+
+
 def test_evicted_pod():
     pod = copy.deepcopy(POD)
     pod["status"] = {

@@ -100,12 +100,15 @@ def _container_id(obj: dict, value: object, field: str) -> str | None:
 
 
 def _oom_times(obj: dict, cs: dict, path: str) -> tuple[float, ...]:
-    """finishedAt of ``state.terminated`` and ``lastState.terminated`` whose reason is OOMKilled."""
+    """finishedAt of ``state.terminated`` and ``lastState.terminated`` whose reason is OOMKilled
+    and whose exit code is not 0. kubelet reports ``OOMKilled`` for a container whose memory
+    cgroup saw an OOM kill during its life, also when PID 1 then exited 0 by itself (a child was
+    the victim: seen on a real kubelet, tests/e2e/realnode): that termination is not the kill."""
     found = []
     for key in ("lastState", "state"):
         state = mapping(obj, cs.get(key), f"{path}.{key}")
         term = mapping(obj, state.get("terminated"), f"{path}.{key}.terminated")
-        if term.get("reason") == "OOMKilled":
+        if term.get("reason") == "OOMKilled" and term.get("exitCode") != 0:
             t = _time(obj, term.get("finishedAt"), f"{path}.{key}.terminated.finishedAt")
             if t is not None:
                 found.append(t)
