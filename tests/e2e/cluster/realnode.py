@@ -750,6 +750,34 @@ def _pids_with(text: str) -> list[int]:
 # --------------------------------------------------------------------------- CLI
 
 
+def _serve(state_file: Path) -> int:
+    """The demo's node: up until a signal, then down (scripts/demo; `kill PID` stops it)."""
+    stop = {"now": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop["now"] = True
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    install_packages()
+    binaries = lc.ensure_binaries(install_etcd=True)
+    etcd = lc.build_etcd()
+    node = RealNode(cluster_binaries={**binaries, "etcd": etcd, "etcd_version": lc._binary_version(etcd)})
+    node.start()
+    try:
+        state_file.write_text(json.dumps({"pid": os.getpid(), "kubeconfig": str(node.kubeconfig),
+                                          "server": node.cluster.server if node.cluster else None,
+                                          "timings": node.timings, **node.api_env()}))
+        _log(f"node {NODE_NAME} Ready ({', '.join(f'{k} {v:.1f}s' for k, v in node.timings.items())})")
+        while not stop["now"]:
+            time.sleep(0.5)
+    finally:
+        problems = node.stop()
+        state_file.unlink(missing_ok=True)
+        _log("stopped; the host is as it was" if not problems else f"stopped; NOT undone: {problems}")
+    return 0 if not problems else 1
+
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -757,8 +785,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "containerd and the test images (installs apt packages as root)")
     b.add_argument("--force", action="store_true")
     sub.add_parser("check", help="say whether this machine can run the real node")
+    sv = sub.add_parser("serve", help="start the node, write STATE (JSON: pid, kubeconfig, server), "
+                                      "stay up until SIGTERM/SIGINT, then stop it and restore the host")
+    sv.add_argument("--state-file", required=True)
     args = parser.parse_args(argv)
     try:
+        if args.command == "serve":
+            return _serve(Path(args.state_file))
         if args.command == "check":
             problems = host_problems()
             print("ok" if not problems else "\n".join(problems))

@@ -1,0 +1,132 @@
+"""The real install: the project's Dockerfile built into an image without a Docker engine
+(tests/e2e/cluster/image.py), imported into the node's containerd, and `kubectl apply -k` of a
+test overlay of manifests/ that changes only what this harness needs (the image's name, pull
+policy Never: no registry; the API server's address: no kube-proxy). The operator's Deployment
+and the node agent's DaemonSet then run as in production: their own ServiceAccount tokens,
+non-root, read-only root filesystem, probes passing; and they report the seed scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.cluster import image as image_build
+from tests.e2e.conftest import CRD_FILE, ROOT, wait_for
+from tests.e2e.realnode.conftest import pod_manifest
+
+NS = "memory-hygiene"
+APPS = "install-seeds"
+
+
+def _overlay(tmp: Path, image: str, api_env: dict[str, str], components: list[str]) -> Path:
+    name, tag = image.rsplit(":", 1)
+    env = [{"name": k, "value": v} for k, v in sorted(api_env.items())]
+    patches = []
+    for kind, wl in (("Deployment", "memory-hygiene"), ("DaemonSet", "memory-hygiene-node-agent")):
+        patches.append({"target": {"kind": kind, "name": wl}, "patch": json.dumps([
+            {"op": "replace", "path": "/spec/template/spec/containers/0/imagePullPolicy", "value": "Never"},
+            *({"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": e} for e in env)])})
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(ROOT / "manifests", tmp)],
+        "components": [os.path.relpath(ROOT / c, tmp) for c in components],
+        "images": [{"name": "ghcr.io/memory-hygiene/memory-hygiene", "newName": name, "newTag": tag}],
+        "patches": patches,
+    }
+    (tmp / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return tmp
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+
+
+def _root_read_only(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            return "ro" in fields[5].split(",")
+    return False
+
+
+def _running_pod(node, namespace: str, selector: str) -> dict | None:
+    pods = node.get_json(f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}")["items"]
+    for p in pods:
+        cs = p["status"].get("containerStatuses") or []
+        if cs and all(c.get("ready") for c in cs):
+            return p
+    return None
+
+
+@pytest.fixture(scope="module")
+def built_image():
+    return image_build.build_image()
+
+
+def test_install_from_the_image_with_kubectl_apply_k(node, nkubectl, apply, built_image, tmp_path):
+    node.import_image(built_image["archive"])
+    overlay = _overlay(tmp_path, built_image["image"], node.api_env(), ["manifests/components/node-agent"])
+    nkubectl("apply", "-k", str(overlay), "--server-side")
+    try:
+        # --- the operator: Deployment Available, probes passing, its own token, non-root, ro root fs
+        op = wait_for(lambda: _running_pod(node, NS, "app.kubernetes.io/component=operator"), timeout=180,
+                      what="the operator's pod to be Ready (readiness probe /readyz)")
+        agent = wait_for(lambda: _running_pod(node, NS, "app.kubernetes.io/component=node-agent"), timeout=120,
+                         what="the node agent's pod to be Ready")
+        for pod, sa in ((op, "memory-hygiene"), (agent, "memory-hygiene-node-agent")):
+            assert pod["spec"]["serviceAccountName"] == sa
+            vols = [v["name"] for v in pod["spec"]["volumes"]]
+            assert any(v.startswith("kube-api-access-") for v in vols), vols  # ServiceAccount admission
+            cid = pod["status"]["containerStatuses"][0]["containerID"].split("//", 1)[1]
+            pids = node.container_pids(cid)
+            assert pids, f"no process found for {pod['metadata']['name']}"
+            status = _proc_status(pids[0])
+            assert status["Uid"].split()[:2] == ["65532", "65532"], status["Uid"]
+            assert _root_read_only(pids[0])
+        cs = op["status"]["containerStatuses"][0]
+        assert cs["restartCount"] == 0 and cs["image"].endswith(built_image["image"].rsplit("/", 1)[1])
+        dep = node.get_json(f"/apis/apps/v1/namespaces/{NS}/deployments/memory-hygiene")
+        assert dep["status"].get("availableReplicas") == 1
+
+        # --- what it reports: a seed scenario through the installed operator and agent
+        nkubectl("create", "namespace", APPS)
+        wait_for(lambda: node.get_json(f"/api/v1/namespaces/{APPS}/serviceaccounts/default"), timeout=60,
+                 what="the default ServiceAccount")
+        apply({"apiVersion": "memoryhygiene.io/v1alpha1", "kind": "MemoryPolicy",
+               "metadata": {"name": "install-check"},
+               "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": APPS}}}})
+        apply(pod_manifest("besteffort", ["/bin/sleep", "100000"], namespace=APPS))
+        apply(pod_manifest("silent", ["/bin/sh", "-c", "while true; do /bin/memhog 200 4 10 0; sleep 30; done"],
+                           namespace=APPS, requests={"memory": "32Mi"}, limits={"memory": "100Mi"}))
+
+        def violations() -> dict[str, list[dict]] | None:
+            st = (node.get_json("/apis/memoryhygiene.io/v1alpha1/memorypolicies/install-check") or {}).get("status") or {}
+            out: dict[str, list[dict]] = {}
+            for v in st.get("violations") or []:
+                out.setdefault(v["rule"], []).append(v)
+            return out if "MissingMemoryRequest" in out and "SilentOOMKill" in out else None
+        found = wait_for(violations, timeout=180, what="the installed operator to report both seeds")
+        assert [v["name"] for v in found["MissingMemoryRequest"]] == ["besteffort"]
+        silent = found["SilentOOMKill"][0]
+        assert (silent["name"], silent["container"]) == ("silent", "app")
+        oom_events = node.get_json("/api/v1/namespaces/default/events?fieldSelector=reason=OOMKilling")["items"]
+        uid = node.get_json(f"/api/v1/namespaces/{APPS}/pods/silent")["metadata"]["uid"]
+        assert any(e["source"].get("component") == "memory-hygiene-node-agent" and uid in e["message"]
+                   for e in oom_events)
+    finally:
+        nkubectl("delete", "-k", str(overlay), "--wait=true", "--timeout=120s", check=False)
+        nkubectl("delete", "namespace", APPS, "--wait=false", check=False)
+        nkubectl("delete", "memorypolicy", "install-check", "--ignore-not-found", check=False)
+    # kube-controller-manager's garbage collector and namespace controller clean up after it
+    wait_for(lambda: node.get_json(f"/api/v1/namespaces/{NS}") is None, timeout=120,
+             what="the memory-hygiene namespace to be deleted")
+    # `delete -k` took the CRD with it: the next tests (the operator on the host) need it back
+    nkubectl("apply", "-f", str(CRD_FILE))
+    wait_for(lambda: nkubectl("get", "crd/memorypolicies.memoryhygiene.io", "-o",
+                              'jsonpath={.status.conditions[?(@.type=="Established")].status}').stdout == "True",
+             timeout=60, what="the CRD to be Established again")
