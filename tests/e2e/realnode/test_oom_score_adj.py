@@ -96,4 +96,4 @@ def test_real_oom_score_adj_equals_the_formula(node, ncrd, apply):
     assert 3 <= by_name["adj-burstable"]["app"] < by_name["adj-burstable"]["side"] <= 999
     assert by_name["adj-podlevel"]["app"] > by_name["adj-podlevel"]["app2"]
     for p in PODS:
-        node.kubectl("delete", "pod", "-n", NAMESPACE, p["metadata"]["name"], "--wait=false")
+        node.kubectl("delete", "pod", "-n", NAMESPACE, p["metadata"]["name"], "--wait=false", "--ignore-not-found")

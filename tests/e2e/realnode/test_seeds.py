@@ -192,7 +192,7 @@ def test_overcommit_against_the_real_allocatable(node, policy, apply):
                   what="the NodeOvercommitted Event on the Node (namespace default)")
     assert ev[0]["involvedObject"].get("namespace", "") == ""
     for i in range(3):
-        node.kubectl("delete", "pod", "-n", NAMESPACE, f"overcommit-{i}", "--wait=false")
+        node.kubectl("delete", "pod", "-n", NAMESPACE, f"overcommit-{i}", "--wait=false", "--ignore-not-found")
     wait_for(lambda: not _violations(node, "NodeOvercommitted", realnode.NODE_NAME), timeout=90,
              what="NodeOvercommitted to end")
 
@@ -233,8 +233,7 @@ def test_memory_pressure_eviction_names_the_evicted_pods(node, policy, apply, nk
     kubelet's threshold is raised to 1 GiB below what it sees free, then a BestEffort pod
     holds 2.5 GiB. Runs last: kubelet restarts twice.
     """
-    for p in _get(node, f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]:
-        node.kubectl("delete", "pod", "-n", NAMESPACE, p["metadata"]["name"], "--wait=false")
+    node.kubectl("delete", "pods", "--all", "-n", NAMESPACE, "--wait=false", "--ignore-not-found")
     wait_for(lambda: not _get(node, f"/api/v1/namespaces/{NAMESPACE}/pods")["items"], timeout=90,
              what="the namespace's pods to be gone")
     avail = node.stats_summary()["node"]["memory"]["availableBytes"]
