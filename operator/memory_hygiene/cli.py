@@ -72,6 +72,12 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _node_agent(args: argparse.Namespace) -> int:
+    from .shell.node_agent import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memory-hygiene",
@@ -125,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_arguments(run)
     run.set_defaults(func=_run)
+
+    agent = sub.add_parser(
+        "node-agent",
+        help="run the node agent (a DaemonSet): post the kernel's OOM kill reports as OOMKilling Node Events",
+        description="Follow the kernel log (/dev/kmsg) and the memory cgroups' oom_kill counters of one node, "
+        "and post one OOMKilling Event (node-problem-detector's format, with the kernel's oom-kill: line) per "
+        "kill, in namespace default, about the Node. Names from the boot id and the kernel record's sequence "
+        "number: nothing is posted twice, across restarts too.",
+    )
+    from .shell.node_agent import add_arguments
+
+    add_arguments(agent)
+    agent.set_defaults(func=_node_agent)
     return parser
 
 

@@ -40,3 +40,17 @@ class TokenBuckets:
             b.tokens -= 1.0
             return True
         return False
+
+    def refund(self, key: str) -> None:
+        """Give back a token taken for nothing (the Event already existed)."""
+        b = self._buckets.get(key)
+        if b is not None:
+            b.tokens = min(float(self.burst), b.tokens + 1.0)
+
+    def wait_seconds(self, key: str, now: float) -> float:
+        """Seconds until ``key`` has a token again (0 when it has one now)."""
+        b = self._buckets.get(key)
+        if b is None:
+            return 0.0
+        tokens = min(float(self.burst), b.tokens + (now - b.stamp) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate

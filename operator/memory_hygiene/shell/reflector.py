@@ -310,7 +310,7 @@ async def read_once(api: ApiSession, path: str, convert: Convert, *, field_selec
 
 
 class ApiSession:
-    """GETs to the API server with the kubernetes client's configuration (kubeconfig or
+    """GETs (and the node agent's Event POSTs) to the API server with the kubernetes client's configuration (kubeconfig or
     in-cluster), over one aiohttp session. The bearer token is read again at every request, so a
     rotated service-account token is picked up."""
 
@@ -344,6 +344,16 @@ class ApiSession:
 
     async def get_json(self, path: str, params: dict[str, str]) -> tuple[int, Any]:
         async with self.session.get(self.server + path, params=params, headers=self.headers()) as r:
+            raw = await r.read()
+            try:
+                return r.status, orjson.loads(raw)
+            except ValueError:
+                return r.status, raw[:200]
+
+    async def post_json(self, path: str, body: Any) -> tuple[int, Any]:
+        """POST a JSON body (the node agent's Events); (status, decoded answer)."""
+        headers = {**self.headers(), "Content-Type": "application/json"}
+        async with self.session.post(self.server + path, data=orjson.dumps(body), headers=headers) as r:
             raw = await r.read()
             try:
                 return r.status, orjson.loads(raw)
