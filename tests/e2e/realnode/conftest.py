@@ -93,16 +93,17 @@ def ncrd(node, nkubectl) -> Path:
 class AgentProcess:
     """``memory-hygiene node-agent`` on the host, following this machine's /dev/kmsg."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, node_name: str, cgroup_root: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, node_name: str) -> None:
         self.kubeconfig, self.log_path = kubeconfig, log_path
-        self.node_name, self.cgroup_root = node_name, cgroup_root
+        self.node_name = node_name
         self.port = localcluster._free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "AgentProcess":
         exe = Path(sys.executable).parent / "memory-hygiene"
         cmd = [str(exe), "node-agent", "--kubeconfig", str(self.kubeconfig), "--node-name", self.node_name,
-               "--http-host", "127.0.0.1", "--http-port", str(self.port)]
+               "--http-host", "127.0.0.1", "--http-port", str(self.port),
+               "--cgroup-root", f"/{realnode.CGROUP_ROOT}"]
         with open(self.log_path, "a") as log:
             log.write(f"\n===== start: {' '.join(cmd)}\n")
             log.flush()
@@ -141,7 +142,7 @@ class AgentProcess:
 @pytest.fixture(scope="package")
 def agent(node, ncrd, tmp_path_factory) -> Iterator[AgentProcess]:
     a = AgentProcess(node.kubeconfig, tmp_path_factory.mktemp("agent") / "agent.log",
-                     realnode.NODE_NAME, node.memory_cgroup_root).start()
+                     realnode.NODE_NAME).start()
     try:
         yield a
     finally:
