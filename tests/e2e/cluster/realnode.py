@@ -371,6 +371,8 @@ class RealNode:
         self.host: HostState | None = None
         self.timings: dict[str, float] = {}
         self.kubelet_port = 0
+        self.started_at: float | None = None
+        """POSIX time of :meth:`start`: kernel records older than this are other clusters'."""
         self._bridge_made = False
 
     # ---- paths
@@ -411,6 +413,7 @@ class RealNode:
         if problems:
             raise RealNodeError("this machine cannot run the real node: " + "; ".join(problems))
         t0 = time.monotonic()
+        self.started_at = time.time()
         self.binaries = build_binaries()
         self.timings["binaries"] = time.monotonic() - t0
         if self.work_arg:
@@ -766,7 +769,8 @@ def _serve(state_file: Path) -> int:
     try:
         state_file.write_text(json.dumps({"pid": os.getpid(), "kubeconfig": str(node.kubeconfig),
                                           "server": node.cluster.server if node.cluster else None,
-                                          "timings": node.timings, **node.api_env()}))
+                                          "timings": node.timings, "started_at": node.started_at,
+                                          **node.api_env()}))
         _log(f"node {NODE_NAME} Ready ({', '.join(f'{k} {v:.1f}s' for k, v in node.timings.items())})")
         while not stop["now"]:
             time.sleep(0.5)

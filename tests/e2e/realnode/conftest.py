@@ -93,9 +93,11 @@ def ncrd(node, nkubectl) -> Path:
 class AgentProcess:
     """``memory-hygiene node-agent`` on the host, following this machine's /dev/kmsg."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, node_name: str) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, node_name: str, since: float) -> None:
         self.kubeconfig, self.log_path = kubeconfig, log_path
         self.node_name = node_name
+        self.since = since
+        """Kills before this POSIX time are not this cluster's (the kernel log outlives it)."""
         self.port = localcluster._free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -103,7 +105,8 @@ class AgentProcess:
         exe = Path(sys.executable).parent / "memory-hygiene"
         cmd = [str(exe), "node-agent", "--kubeconfig", str(self.kubeconfig), "--node-name", self.node_name,
                "--http-host", "127.0.0.1", "--http-port", str(self.port),
-               "--cgroup-root", f"/{realnode.CGROUP_ROOT}"]
+               "--cgroup-root", f"/{realnode.CGROUP_ROOT}",
+               "--lookback", f"{time.time() - self.since + 1:.0f}"]
         with open(self.log_path, "a") as log:
             log.write(f"\n===== start: {' '.join(cmd)}\n")
             log.flush()
@@ -142,7 +145,7 @@ class AgentProcess:
 @pytest.fixture(scope="package")
 def agent(node, ncrd, tmp_path_factory) -> Iterator[AgentProcess]:
     a = AgentProcess(node.kubeconfig, tmp_path_factory.mktemp("agent") / "agent.log",
-                     realnode.NODE_NAME).start()
+                     realnode.NODE_NAME, node.started_at).start()
     try:
         yield a
     finally:
