@@ -223,3 +223,16 @@ def test_counter_message_goes_through_the_operator_parser():
 def test_record_time():
     boot = kmsg.boot_epoch(1_796_476_747.5, 100.25)
     assert kmsg.record_time(9815236013, boot) == boot + 9815.236013
+
+
+def test_syslog_read_all_lines():
+    """syslog(2) SYSLOG_ACTION_READ_ALL, as read on this machine (klogctl(3), kernel 6.18.44)."""
+    assert kmsg.parse_syslog_line("<6>[10066.184270] mhnode0: port 3(vethaeaf6093) entered disabled state") == (
+        6, 10066184270, "mhnode0: port 3(vethaeaf6093) entered disabled state")
+    assert kmsg.parse_syslog_line("<3>[    1.000001] x") == (3, 1000001, "x")
+    assert kmsg.parse_syslog_line("no stamp") is None
+    killed = kmsg.parse_record(next(r for r in REAL_RECORDS if "Killed process" in r))
+    g = kmsg.Grouper(count_gaps=False)
+    kills = g.feed(kmsg.Record(killed.usec, killed.usec, 3, "-", None, killed.text)) + g.flush()
+    assert [k.seq for k in kills] == [killed.usec] and g.lost_records == 0
+    assert kmsg.kill_event_name("n1", "ab", killed.usec, by_time=True) == f"n1.oom.ab.t{killed.usec}"

@@ -111,6 +111,19 @@ def split_records(text: str) -> Iterator[str]:
         yield "\n".join(cur) + "\n"
 
 
+_SYSLOG_RE = re.compile(r"<(?P<prio>\d+)>\[\s*(?P<sec>\d+)\.(?P<usec>\d{6})\] ?", re.ASCII)
+
+
+def parse_syslog_line(line: str) -> tuple[int, int, str] | None:
+    """``(prio, usec, text)`` of a line of ``syslog(2)`` ``SYSLOG_ACTION_READ_ALL`` (what
+    ``dmesg -r`` prints: ``<6>[ 9815.236013] text``); None without a printk timestamp. The
+    syscall gives no sequence numbers: records are told apart by their time."""
+    m = _SYSLOG_RE.match(line)
+    if not m:
+        return None
+    return int(m.group("prio")), int(m.group("sec")) * 1_000_000 + int(m.group("usec")), line[m.end():]
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 _OOM_HEADER = re.compile(r"invoked oom-killer:")
@@ -196,7 +209,9 @@ class Grouper:
     Records that are not part of an OOM report are ignored, wherever they come.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, count_gaps: bool = True) -> None:
+        self.count_gaps = count_gaps
+        """False when the records' "sequence numbers" are their times (the syslog(2) reader)."""
         self.cur: _Building | None = None
         self.partial: tuple[Record, list[str]] | None = None
         self.last_seq: int | None = None
@@ -207,7 +222,7 @@ class Grouper:
 
     def feed(self, r: Record) -> list[Kill]:
         out: list[Kill] = []
-        if self.last_seq is not None and r.seq > self.last_seq + 1:
+        if self.count_gaps and self.last_seq is not None and r.seq > self.last_seq + 1:
             out += self.lost(r.seq - self.last_seq - 1)
         self.last_seq = r.seq if self.last_seq is None else max(self.last_seq, r.seq)
         text = r.text
@@ -355,10 +370,11 @@ def _name(node: str, suffix: str) -> str:
     return f"{base}.{suffix}"
 
 
-def kill_event_name(node: str, boot_id: str, seq: int) -> str:
+def kill_event_name(node: str, boot_id: str, seq: int, by_time: bool = False) -> str:
     """The Event of the kill whose first ``Killed process`` record has sequence number ``seq``
-    in boot ``boot_id`` (``/proc/sys/kernel/random/boot_id``): the same on every restart."""
-    return _name(node, f"oom.{boot_id.replace('-', '').lower()}.{seq}")
+    in boot ``boot_id`` (``/proc/sys/kernel/random/boot_id``): the same on every restart.
+    ``by_time``: ``seq`` is the record's time in µs (the syslog(2) reader), spelled ``t<usec>``."""
+    return _name(node, f"oom.{boot_id.replace('-', '').lower()}.{'t' if by_time else ''}{seq}")
 
 
 def counter_event_name(node: str, boot_id: str, memcg: str, count: int) -> str:
