@@ -84,6 +84,12 @@ class AgentProcess:
                 self.proc.wait(timeout=10)
         self.proc = None
 
+    def rss(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) in KiB: what docs/install.md sizes the DaemonSet's memory by."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        get = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1))  # noqa: E731
+        return get("VmRSS"), get("VmHWM")
+
     def logs(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text().splitlines()[-lines:])
@@ -190,6 +196,9 @@ def test_real_kills_reach_the_right_pods_once_across_restarts(operator, sim, kub
             assert "memcg path" in v["message"]
             assert any(f"(pid {oom.killed_pid})" in v["message"] for oom, _ in kills)
 
+    rss, hwm = agent.rss()
+    print(f"\n[node-agent ({kernel_log}) RSS following the real kernel log: {rss} KiB, peak {hwm} KiB]")
+    assert hwm < 96 * 1024, "the DaemonSet's memory limit (manifests/node-agent/daemonset.yaml) is 128Mi"
     # Restart: the ring buffer still holds both reports; nothing is posted twice.
     names = sorted(e["metadata"]["name"] for e in agent_events(kube, node))
     before = agent.metrics()
@@ -314,6 +323,9 @@ def test_burst_of_1000_kills_is_rate_limited_and_none_lost(operator, sim, kube, 
         m = wait_for(all_posted, timeout=120, what="all 1000 kills posted")
     except AssertionError as err:
         raise AssertionError(f"{err}\n{agent.metrics()}\n{agent.logs()}") from None
+    rss, hwm = agent.rss()
+    print(f"\n[node-agent RSS after a 1000-kill burst: {rss} KiB, peak {hwm} KiB]")
+    assert hwm < 96 * 1024, "the DaemonSet's memory limit (manifests/node-agent/daemonset.yaml) is 128Mi"
     assert m['memory_hygiene_node_agent_kills_seen_total{source="kmsg"}'] == 1000
     assert m["memory_hygiene_node_agent_kills_rate_limited_total"] >= 1000 - 25 - 1
     assert m.get("memory_hygiene_node_agent_kills_pending", 0) == 0
