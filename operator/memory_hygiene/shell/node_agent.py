@@ -478,6 +478,8 @@ class Agent:
     counter_last: dict[str, float] = field(default_factory=dict)
     counter_seen_max: dict[str, int] = field(default_factory=dict)
     counter_file: dict[str, str] = field(default_factory=dict)
+    fixed_boot: bool = False
+    """Use ``boot`` as given (tests)."""
     ready: bool = False
     by_time: bool = False
     """Kills are keyed by their record's time (the syslog(2) reader has no sequence numbers)."""
@@ -487,7 +489,9 @@ class Agent:
     def kmsg_kill(self, k: kmsg.Kill) -> None:
         if not k.complete:
             INCOMPLETE.inc()
-        t = kmsg.record_time(k.usec, self.boot)
+        # boot time again at each kill: the wall clock may have been stepped (NTP) since the start
+        boot = self.boot if self.fixed_boot else kmsg.boot_epoch(time.time(), time.clock_gettime(time.CLOCK_MONOTONIC))
+        t = kmsg.record_time(k.usec, boot)
         KILLS_SEEN.labels(source="kmsg").inc()
         self.kmsg_kills.append((t, k))
         if t < time.time() - self.lookback:
