@@ -236,3 +236,16 @@ def test_syslog_read_all_lines():
     kills = g.feed(kmsg.Record(killed.usec, killed.usec, 3, "-", None, killed.text)) + g.flush()
     assert [k.seq for k in kills] == [killed.usec] and g.lost_records == 0
     assert kmsg.kill_event_name("n1", "ab", killed.usec, by_time=True) == f"n1.oom.ab.t{killed.usec}"
+
+
+def test_old_killed_line_formats():
+    """The Killed line as RHEL 7's 3.10 and RHEL 6's 2.6.32 print it (core/kernel.py's formats)."""
+    records = [
+        "3,1,1,-;Memory cgroup out of memory: Kill process 9876 (java) score 999 or sacrifice child",
+        "3,2,2,-;Killed process 9876 (java), UID 1001, total-vm:3946468kB, anon-rss:1041444kB, file-rss:15032kB",
+        "3,3,3,-;Memory cgroup out of memory: Kill process 1200 (mysqld) score 5 or sacrifice child",
+        "3,4,4,-;Killed process 1200, UID 27, (mysqld) total-vm:1463928kB, anon-rss:300kB, file-rss:4kB",
+    ]
+    kills, _ = _feed(records)
+    assert [k.pids for k in kills] == [(9876,), (1200,)]
+    assert [k.seq for k in kills] == [2, 4]

@@ -129,7 +129,9 @@ def parse_syslog_line(line: str) -> tuple[int, int, str] | None:
 _OOM_HEADER = re.compile(r"invoked oom-killer:")
 _SUMMARY = re.compile(r"^oom-kill:")
 _SUMMARY_DONE = re.compile(r",task=.*,pid=\d+,uid=\d+\s*$", re.ASCII)
-_KILLED = re.compile(r"Killed process (?P<pid>\d+) \(", re.ASCII)
+# "Killed process <pid> (<comm>) ..." (3.x-6.x), "Killed process <pid> (<comm>), UID <uid>, ..." (RHEL 7),
+# "Killed process <pid>, UID <uid>, (<comm>) ..." (2.6.32).
+_KILLED = re.compile(r"Killed process (?P<pid>\d+)\b(?=[ ,])", re.ASCII)
 _KILL_ANNOUNCE = re.compile(r"[Kk]ill process (?P<pid>\d+) \(.*\) (?:score \d+|sharing same memory)", re.ASCII)
 _SHARING = re.compile(r"[Kk]ill process \d+ \(.*\) sharing same memory", re.ASCII)
 _LEGACY_MEMCG = re.compile(r"Task in /\S* killed as a result of limit of /|Memory limit reached of cgroup /")

@@ -277,7 +277,7 @@ class KmsgFollower:
 
     def _records_lost(self, before: int) -> None:
         lost = self.grouper.lost_records - before
-        if lost and self.startup_done:
+        if lost:
             RECORDS_LOST.inc(lost)
             log.warning("%d kernel log records were overwritten before they were read", lost)
 
@@ -375,6 +375,9 @@ class KmsgFollower:
                     break
                 start -= 1
             fresh = [p for p in map(kmsg.parse_syslog_line, lines[start:]) if p is not None]
+            if n > 0 and last_usec < 0 and not fresh:
+                raise RuntimeError("syslog(2) gave kernel log lines without printk timestamps "
+                                   "(printk.time=0?): they cannot be told apart; use --kernel-log=kmsg")
             if last_usec >= 0 and start == 0 and fresh and fresh[0][1] > last_usec:
                 SYSLOG_OVERRUNS.inc()
                 for k in self.grouper.lost(0):
