@@ -249,3 +249,61 @@ def test_old_killed_line_formats():
     kills, _ = _feed(records)
     assert [k.pids for k in kills] == [(9876,), (1200,)]
     assert [k.seq for k in kills] == [2, 4]
+
+
+def _from_dmesg(lines: list[str], first_seq: int) -> list[str]:
+    """dmesg lines "[  2993.794008] text" as the kmsg records they were (prio 6, consecutive seq)."""
+    out = []
+    for i, line in enumerate(lines):
+        stamp, _, text = line.partition("] ")
+        sec, _, frac = stamp.strip("[ ").partition(".")
+        out.append(f"6,{first_seq + i},{int(sec) * 1_000_000 + int(frac)},-;{text}")
+    return out
+
+
+# A cgroup v2 group kill on AKS (systemd driver, containerd), from
+# https://github.com/egachi/nodejs-MemoryQoS-kubernetes (README.md): the victim is named again
+# among the group's members.
+AKS_V2_GROUP = [
+    "[ 2993.661240] Thread-2 invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=969",
+    "[ 2993.664084]  oom_kill_process+0xfc/0x210",
+    "[ 2993.664150] memory: usage 4194304kB, limit 4194304kB, failcnt 1273284",
+    "[ 2993.782678] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=cri-containerd-46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63.scope,mems_allowed=0,oom_memcg=/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod94eb36cd_29e1_478b_b365_4cb5dfc7d6fb.slice,task_memcg=/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod94eb36cd_29e1_478b_b365_4cb5dfc7d6fb.slice/cri-containerd-46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63.scope,task=node,pid=22609,uid=0",
+    "[ 2993.794008] Memory cgroup out of memory: Killed process 22609 (node) total-vm:9923620kB, anon-rss:4116684kB, file-rss:23132kB, shmem-rss:0kB, UID:0 pgtables:10964kB oom_score_adj:969",
+    "[ 2993.798222] Tasks in /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod94eb36cd_29e1_478b_b365_4cb5dfc7d6fb.slice/cri-containerd-46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63.scope are going to be killed due to memory.oom.group set",
+    "[ 2993.804150] Memory cgroup out of memory: Killed process 22609 (node) total-vm:9923620kB, anon-rss:4116684kB, file-rss:23132kB, shmem-rss:0kB, UID:0 pgtables:10964kB oom_score_adj:969",
+]
+
+# The first memory.oom.group report (4.19, before the oom-kill: line), from the patch review
+# https://lkml.kernel.org/r/20180801055503.GB16767@dhcp22.suse.cz ("mm, oom: introduce memory.oom.group").
+LKML_GROUP = [
+    "[   52.835327] Out of memory: Kill process 1221 (allocate) score 241 or sacrifice child",
+    "[   52.836625] Killed process 1221 (allocate) total-vm:2257144kB, anon-rss:2009128kB, file-rss:4kB, shmem-rss:0kB",
+    "[   52.841431] Tasks in /A1 are going to be killed due to memory.oom.group set",
+    "[   52.869439] Killed process 1217 (allocate) total-vm:2052344kB, anon-rss:1704036kB, file-rss:0kB, shmem-rss:0kB",
+    "[   52.875601] Killed process 1218 (allocate) total-vm:106668kB, anon-rss:24668kB, file-rss:0kB, shmem-rss:0kB",
+    "[   52.882914] Killed process 1219 (allocate) total-vm:106668kB, anon-rss:21528kB, file-rss:0kB, shmem-rss:0kB",
+    "[   52.891806] Killed process 1220 (allocate) total-vm:2257144kB, anon-rss:1984120kB, file-rss:4kB, shmem-rss:0kB",
+    "[   52.903770] Killed process 1221 (allocate) total-vm:2257144kB, anon-rss:2009128kB, file-rss:4kB, shmem-rss:0kB",
+    "[   52.905574] Killed process 1222 (allocate) total-vm:2257144kB, anon-rss:2063640kB, file-rss:0kB, shmem-rss:0kB",
+    "[   53.202153] oom_reaper: reaped process 1222 (allocate), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB",
+]
+
+
+def test_real_v2_group_kill_is_one_kill_victim_first():
+    kills, _ = _feed(_from_dmesg(AKS_V2_GROUP, 5000))
+    (k,) = kills
+    assert k.pids == (22609,) and k.seq == 5004 and k.usec == 2993794008
+    assert k.group == k.task_memcg and k.group.endswith(".scope")
+    parsed = kernel.parse_oom_text("\n".join(k.lines))
+    assert [p.pid for p in parsed] == [22609]
+    assert parsed[0].pod_uid == "94eb36cd-29e1-478b-b365-4cb5dfc7d6fb"
+    assert parsed[0].container_id == "46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63"
+
+
+def test_real_legacy_group_kill_is_one_kill():
+    kills, _ = _feed(_from_dmesg(LKML_GROUP, 10))
+    (k,) = kills
+    assert k.pids == (1221, 1217, 1218, 1219, 1220, 1222) and k.seq == 11 and k.group == "/A1"
+    assert len(k.lines) == 9  # the announce, the victim, Tasks in, six member lines; not the reaper
+    assert not any("oom_reaper" in line for line in k.lines)

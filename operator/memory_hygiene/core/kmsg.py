@@ -338,7 +338,8 @@ class Grouper:
                 cur = self.cur
             assert cur is not None
             cur.add(r, text)
-            cur.pids.append(pid)
+            if pid not in cur.pids:  # a group kill names the victim again among the members
+                cur.pids.append(pid)
             if cur.state == "header":
                 cur.killed_seq, cur.killed_usec = r.seq, r.usec
                 cur.state = "killed"
