@@ -174,3 +174,14 @@ def test_scan_counters_v1_and_v2(tmp_path: Path):
     (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
     assert na.memory_mount(v2) == (2, v2)
     assert na.memory_mount(v1) == (1, v1 / "memory")
+
+
+def test_long_message_is_cut_at_a_line():
+    items = [na.Item("kmsg", s, 1000.0, (KILLED.format(pid=s),) * 200, f"x{s}") for s in range(10)]
+    ev = na.build_event("n1", BOOT, items)
+    assert len(ev["message"]) <= na.MAX_MESSAGE
+    *lines, last = ev["message"].split("\n")
+    assert all(line.startswith("Memory cgroup out of memory: Killed process") for line in lines)
+    assert last.startswith("memory-hygiene-node-agent: message cut at ")
+    from memory_hygiene.core import kernel
+    assert kernel.parse_oom_text(last) == []

@@ -106,8 +106,9 @@ def build_event(node: str, boot_id: str, items: list[Item]) -> dict[str, Any]:
     """The Event for one kill, or for a batch of rate-limited kills (named after the first)."""
     first, last = items[0], items[-1]
     message = "\n".join(line for it in items for line in it.lines)
-    if len(message) > MAX_MESSAGE:
-        message = message[:MAX_MESSAGE]
+    if len(message) > MAX_MESSAGE:  # cut at a line, and say so (in words no kernel-line pattern matches)
+        cut = message.rfind("\n", 0, MAX_MESSAGE - 100)
+        message = message[:cut] + f"\nmemory-hygiene-node-agent: message cut at {cut} of {len(message)} characters"
     annotations = {ANNOTATION_SOURCE: first.source, ANNOTATION_BOOT: boot_id, ANNOTATION_KILLS: str(len(items)),
                    ANNOTATION_TIME: _micro(first.time)}
     if first.source == "kmsg":
@@ -496,7 +497,7 @@ class Agent:
         boot = self.boot if self.fixed_boot else kmsg.boot_epoch(time.time(), time.clock_gettime(time.CLOCK_MONOTONIC))
         t = kmsg.record_time(k.usec, boot)
         KILLS_SEEN.labels(source="kmsg").inc()
-        self.kmsg_kills.append((t, k))
+        self.kmsg_kills.append((t, k._replace(lines=())))  # what the counters need: memcg, group, pids
         if t < time.time() - self.lookback:
             DROPPED.labels(cause="too_old").inc()
             log.info("kill at seq %d (%s) is older than the lookback: not posted", k.seq, _iso(t))
