@@ -223,3 +223,87 @@ def test_counter_message_goes_through_the_operator_parser():
 def test_record_time():
     boot = kmsg.boot_epoch(1_796_476_747.5, 100.25)
     assert kmsg.record_time(9815236013, boot) == boot + 9815.236013
+
+
+def test_syslog_read_all_lines():
+    """syslog(2) SYSLOG_ACTION_READ_ALL, as read on this machine (klogctl(3), kernel 6.18.44)."""
+    assert kmsg.parse_syslog_line("<6>[10066.184270] mhnode0: port 3(vethaeaf6093) entered disabled state") == (
+        6, 10066184270, "mhnode0: port 3(vethaeaf6093) entered disabled state")
+    assert kmsg.parse_syslog_line("<3>[    1.000001] x") == (3, 1000001, "x")
+    assert kmsg.parse_syslog_line("no stamp") is None
+    killed = kmsg.parse_record(next(r for r in REAL_RECORDS if "Killed process" in r))
+    g = kmsg.Grouper(count_gaps=False)
+    kills = g.feed(kmsg.Record(killed.usec, killed.usec, 3, "-", None, killed.text)) + g.flush()
+    assert [k.seq for k in kills] == [killed.usec] and g.lost_records == 0
+    assert kmsg.kill_event_name("n1", "ab", killed.usec, by_time=True) == f"n1.oom.ab.t{killed.usec}"
+
+
+def test_old_killed_line_formats():
+    """The Killed line as RHEL 7's 3.10 and RHEL 6's 2.6.32 print it (core/kernel.py's formats)."""
+    records = [
+        "3,1,1,-;Memory cgroup out of memory: Kill process 9876 (java) score 999 or sacrifice child",
+        "3,2,2,-;Killed process 9876 (java), UID 1001, total-vm:3946468kB, anon-rss:1041444kB, file-rss:15032kB",
+        "3,3,3,-;Memory cgroup out of memory: Kill process 1200 (mysqld) score 5 or sacrifice child",
+        "3,4,4,-;Killed process 1200, UID 27, (mysqld) total-vm:1463928kB, anon-rss:300kB, file-rss:4kB",
+    ]
+    kills, _ = _feed(records)
+    assert [k.pids for k in kills] == [(9876,), (1200,)]
+    assert [k.seq for k in kills] == [2, 4]
+
+
+def _from_dmesg(lines: list[str], first_seq: int) -> list[str]:
+    """dmesg lines "[  2993.794008] text" as the kmsg records they were (prio 6, consecutive seq)."""
+    out = []
+    for i, line in enumerate(lines):
+        stamp, _, text = line.partition("] ")
+        sec, _, frac = stamp.strip("[ ").partition(".")
+        out.append(f"6,{first_seq + i},{int(sec) * 1_000_000 + int(frac)},-;{text}")
+    return out
+
+
+# A cgroup v2 group kill on AKS (systemd driver, containerd), from
+# https://github.com/egachi/nodejs-MemoryQoS-kubernetes (README.md): the victim is named again
+# among the group's members.
+AKS_V2_GROUP = [
+    "[ 2993.661240] Thread-2 invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=969",
+    "[ 2993.664084]  oom_kill_process+0xfc/0x210",
+    "[ 2993.664150] memory: usage 4194304kB, limit 4194304kB, failcnt 1273284",
+    "[ 2993.782678] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=cri-containerd-46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63.scope,mems_allowed=0,oom_memcg=/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod94eb36cd_29e1_478b_b365_4cb5dfc7d6fb.slice,task_memcg=/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod94eb36cd_29e1_478b_b365_4cb5dfc7d6fb.slice/cri-containerd-46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63.scope,task=node,pid=22609,uid=0",
+    "[ 2993.794008] Memory cgroup out of memory: Killed process 22609 (node) total-vm:9923620kB, anon-rss:4116684kB, file-rss:23132kB, shmem-rss:0kB, UID:0 pgtables:10964kB oom_score_adj:969",
+    "[ 2993.798222] Tasks in /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod94eb36cd_29e1_478b_b365_4cb5dfc7d6fb.slice/cri-containerd-46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63.scope are going to be killed due to memory.oom.group set",
+    "[ 2993.804150] Memory cgroup out of memory: Killed process 22609 (node) total-vm:9923620kB, anon-rss:4116684kB, file-rss:23132kB, shmem-rss:0kB, UID:0 pgtables:10964kB oom_score_adj:969",
+]
+
+# The first memory.oom.group report (4.19, before the oom-kill: line), from the patch review
+# https://lkml.kernel.org/r/20180801055503.GB16767@dhcp22.suse.cz ("mm, oom: introduce memory.oom.group").
+LKML_GROUP = [
+    "[   52.835327] Out of memory: Kill process 1221 (allocate) score 241 or sacrifice child",
+    "[   52.836625] Killed process 1221 (allocate) total-vm:2257144kB, anon-rss:2009128kB, file-rss:4kB, shmem-rss:0kB",
+    "[   52.841431] Tasks in /A1 are going to be killed due to memory.oom.group set",
+    "[   52.869439] Killed process 1217 (allocate) total-vm:2052344kB, anon-rss:1704036kB, file-rss:0kB, shmem-rss:0kB",
+    "[   52.875601] Killed process 1218 (allocate) total-vm:106668kB, anon-rss:24668kB, file-rss:0kB, shmem-rss:0kB",
+    "[   52.882914] Killed process 1219 (allocate) total-vm:106668kB, anon-rss:21528kB, file-rss:0kB, shmem-rss:0kB",
+    "[   52.891806] Killed process 1220 (allocate) total-vm:2257144kB, anon-rss:1984120kB, file-rss:4kB, shmem-rss:0kB",
+    "[   52.903770] Killed process 1221 (allocate) total-vm:2257144kB, anon-rss:2009128kB, file-rss:4kB, shmem-rss:0kB",
+    "[   52.905574] Killed process 1222 (allocate) total-vm:2257144kB, anon-rss:2063640kB, file-rss:0kB, shmem-rss:0kB",
+    "[   53.202153] oom_reaper: reaped process 1222 (allocate), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB",
+]
+
+
+def test_real_v2_group_kill_is_one_kill_victim_first():
+    kills, _ = _feed(_from_dmesg(AKS_V2_GROUP, 5000))
+    (k,) = kills
+    assert k.pids == (22609,) and k.seq == 5004 and k.usec == 2993794008
+    assert k.group == k.task_memcg and k.group.endswith(".scope")
+    parsed = kernel.parse_oom_text("\n".join(k.lines))
+    assert [p.pid for p in parsed] == [22609]
+    assert parsed[0].pod_uid == "94eb36cd-29e1-478b-b365-4cb5dfc7d6fb"
+    assert parsed[0].container_id == "46b3e0a4df44b752b841aecca454e6e78995d567912a84950390bae6f6777a63"
+
+
+def test_real_legacy_group_kill_is_one_kill():
+    kills, _ = _feed(_from_dmesg(LKML_GROUP, 10))
+    (k,) = kills
+    assert k.pids == (1221, 1217, 1218, 1219, 1220, 1222) and k.seq == 11 and k.group == "/A1"
+    assert len(k.lines) == 9  # the announce, the victim, Tasks in, six member lines; not the reaper
+    assert not any("oom_reaper" in line for line in k.lines)

@@ -87,10 +87,12 @@ BASE_KINDS = Counter({
     "Namespace": 1, "CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 1,
     "ClusterRoleBinding": 1, "Service": 1, "NetworkPolicy": 1, "Deployment": 1,
 })
+NODE_AGENT_KINDS = Counter({"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 1, "DaemonSet": 1})
 EXPECTED_KINDS = {
-    "manifests": BASE_KINDS,
-    "manifests/overlays/servicemonitor": BASE_KINDS + Counter({"ServiceMonitor": 1}),
+    "manifests": BASE_KINDS + NODE_AGENT_KINDS,
+    "manifests/overlays/servicemonitor": BASE_KINDS + NODE_AGENT_KINDS + Counter({"ServiceMonitor": 1}),
 }
+AGENT = "memory-hygiene-node-agent"
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -100,6 +102,9 @@ def test_kustomize_renders_exactly_the_expected_kinds(kustomization: str) -> Non
     for d in render(kustomization):
         namespaced = d["kind"] not in {"Namespace", "CustomResourceDefinition", "ClusterRole",
                                        "ClusterRoleBinding"}
+        if d["kind"] in ("Role", "RoleBinding"):  # the node agent's Events go in `default`
+            assert d["metadata"] == {**d["metadata"], "name": AGENT, "namespace": "default"}
+            continue
         assert (d["metadata"].get("namespace") == "memory-hygiene") == namespaced, d["metadata"]
 
 
@@ -178,9 +183,54 @@ def test_base_cluster_role_is_exactly_what_the_code_uses() -> None:
                                     "namespace": "memory-hygiene"}]
 
 
+def test_node_agent_role_is_exactly_what_the_agent_uses() -> None:
+    """shell/node_agent.py: POST Events in `default`, GET one by name after a 409. Nothing else,
+    nowhere else: a Role in `default`, no ClusterRole."""
+    docs = render("manifests")
+    role = one(docs, "Role", AGENT)
+    assert role["metadata"]["namespace"] == "default"
+    assert _grants(role) == {("", "events"): {"create", "get"}}
+    assert all(not r.get("resourceNames") for r in role["rules"])
+    binding = one(docs, "RoleBinding", AGENT)
+    assert binding["metadata"]["namespace"] == "default"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": "memory-hygiene"}]
+    assert [b["metadata"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == ["memory-hygiene"]
+
+
+def test_node_agent_daemonset_is_locked_down() -> None:
+    d = one(render("manifests"), "DaemonSet", AGENT)
+    pod = d["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == AGENT
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    (c,) = pod["containers"]
+    assert c["image"] == IMAGE
+    assert c["command"] == ["memory-hygiene", "node-agent"]
+    sc = c["securityContext"]
+    assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SYSLOG"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["runAsUser"] == 0  # CAP_SYSLOG needs it: see the DaemonSet's header
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert all(m["readOnly"] is True for m in mounts.values())
+    volumes = {v["name"]: v["hostPath"] for v in pod["volumes"]}
+    assert volumes == {"kmsg": {"path": "/dev/kmsg", "type": "CharDevice"},
+                       "cgroup": {"path": "/sys/fs/cgroup", "type": "Directory"}}
+    assert mounts["kmsg"]["mountPath"] == "/dev/kmsg"
+    assert f"--cgroup-fs={mounts['cgroup']['mountPath']}" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert c["resources"] == {"requests": {"cpu": "10m", "memory": "80Mi"},
+                              "limits": {"cpu": "200m", "memory": "128Mi"}}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
+
+
 def test_every_rule_is_commented() -> None:
-    """Each rule of the ClusterRoles has a comment right above it saying why."""
-    for path in [MANIFESTS / "base" / "clusterrole.yaml"]:
+    """Each rule of the (Cluster)Roles has a comment right above it saying why."""
+    for path in [MANIFESTS / "base" / "clusterrole.yaml", MANIFESTS / "node-agent" / "role.yaml"]:
         lines = path.read_text().splitlines()
         rules = [i for i, line in enumerate(lines) if line.startswith("- apiGroups:")]
         assert rules, path
@@ -314,7 +364,13 @@ def test_checkov_dockerfile() -> None:
 SKIPS = {
     "CKV_K8S_43": "image by digest: the image is a placeholder; a release pins the digest",
     "CKV_K8S_15": "pull policy Always: the tag is immutable; Always breaks `kind load` and registry outages",
-    "CKV_K8S_38": "no service account token: the operator is an API client",
+    "CKV_K8S_38": "no service account token: the operator and the node agent are API clients",
+    # the node agent's DaemonSet (manifests/node-agent/daemonset.yaml)
+    "CKV_K8S_23": "root container: uid 0 for CAP_SYSLOG (Kubernetes sets no ambient capabilities)",
+    "CKV_K8S_40": "high UID: the same uid 0, every other capability dropped",
+    "CKV_K8S_37": "capabilities added: CAP_SYSLOG, which reading the kernel log needs (dmesg_restrict=1)",
+    "CKV_K8S_25": "capabilities added: the same CAP_SYSLOG",
+    "CKV_K8S_21": "default namespace: the node agent's Role/RoleBinding, where Events about Nodes go",
 }
 
 
@@ -374,11 +430,16 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     assert top.returncode == 0 and "audit" in top.stdout and "run" in top.stdout, top.stdout + top.stderr
     run = _run([exe, "run", "--help"], timeout=120, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
+    agent = _run([exe, "node-agent", "--help"], timeout=120, env=env, cwd=tmp_path)
+    assert agent.returncode == 0, agent.stdout + agent.stderr
     # Every flag the manifests pass exists.
     for k in KUSTOMIZATIONS:
         for d in of_kind(render(k), "Deployment"):
             for arg in _container(d)["args"]:
                 assert arg.split("=")[0] in run.stdout, f"{d['metadata']['name']} passes {arg}"
+        for d in of_kind(render(k), "DaemonSet"):
+            for arg in _container(d)["args"]:
+                assert arg.split("=")[0] in agent.stdout, f"{d['metadata']['name']} passes {arg}"
     # `run --help` imports no kopf: import what `run` runs (kopf, the kubernetes client, aiohttp).
     imports = _run([str(bindir / "python"), "-c", "import memory_hygiene.shell.operator, memory_hygiene.shell.main, "
                     "aiohttp.web, kubernetes.client, prometheus_client"], timeout=120, env=env, cwd=tmp_path)

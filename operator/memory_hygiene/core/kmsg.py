@@ -111,12 +111,27 @@ def split_records(text: str) -> Iterator[str]:
         yield "\n".join(cur) + "\n"
 
 
+_SYSLOG_RE = re.compile(r"<(?P<prio>\d+)>\[\s*(?P<sec>\d+)\.(?P<usec>\d{6})\] ?", re.ASCII)
+
+
+def parse_syslog_line(line: str) -> tuple[int, int, str] | None:
+    """``(prio, usec, text)`` of a line of ``syslog(2)`` ``SYSLOG_ACTION_READ_ALL`` (what
+    ``dmesg -r`` prints: ``<6>[ 9815.236013] text``); None without a printk timestamp. The
+    syscall gives no sequence numbers: records are told apart by their time."""
+    m = _SYSLOG_RE.match(line)
+    if not m:
+        return None
+    return int(m.group("prio")), int(m.group("sec")) * 1_000_000 + int(m.group("usec")), line[m.end():]
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 _OOM_HEADER = re.compile(r"invoked oom-killer:")
 _SUMMARY = re.compile(r"^oom-kill:")
 _SUMMARY_DONE = re.compile(r",task=.*,pid=\d+,uid=\d+\s*$", re.ASCII)
-_KILLED = re.compile(r"Killed process (?P<pid>\d+) \(", re.ASCII)
+# "Killed process <pid> (<comm>) ..." (3.x-6.x), "Killed process <pid> (<comm>), UID <uid>, ..." (RHEL 7),
+# "Killed process <pid>, UID <uid>, (<comm>) ..." (2.6.32).
+_KILLED = re.compile(r"Killed process (?P<pid>\d+)\b(?=[ ,])", re.ASCII)
 _KILL_ANNOUNCE = re.compile(r"[Kk]ill process (?P<pid>\d+) \(.*\) (?:score \d+|sharing same memory)", re.ASCII)
 _SHARING = re.compile(r"[Kk]ill process \d+ \(.*\) sharing same memory", re.ASCII)
 _LEGACY_MEMCG = re.compile(r"Task in /\S* killed as a result of limit of /|Memory limit reached of cgroup /")
@@ -196,7 +211,9 @@ class Grouper:
     Records that are not part of an OOM report are ignored, wherever they come.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, count_gaps: bool = True) -> None:
+        self.count_gaps = count_gaps
+        """False when the records' "sequence numbers" are their times (the syslog(2) reader)."""
         self.cur: _Building | None = None
         self.partial: tuple[Record, list[str]] | None = None
         self.last_seq: int | None = None
@@ -207,7 +224,7 @@ class Grouper:
 
     def feed(self, r: Record) -> list[Kill]:
         out: list[Kill] = []
-        if self.last_seq is not None and r.seq > self.last_seq + 1:
+        if self.count_gaps and self.last_seq is not None and r.seq > self.last_seq + 1:
             out += self.lost(r.seq - self.last_seq - 1)
         self.last_seq = r.seq if self.last_seq is None else max(self.last_seq, r.seq)
         text = r.text
@@ -321,7 +338,8 @@ class Grouper:
                 cur = self.cur
             assert cur is not None
             cur.add(r, text)
-            cur.pids.append(pid)
+            if pid not in cur.pids:  # a group kill names the victim again among the members
+                cur.pids.append(pid)
             if cur.state == "header":
                 cur.killed_seq, cur.killed_usec = r.seq, r.usec
                 cur.state = "killed"
@@ -355,10 +373,11 @@ def _name(node: str, suffix: str) -> str:
     return f"{base}.{suffix}"
 
 
-def kill_event_name(node: str, boot_id: str, seq: int) -> str:
+def kill_event_name(node: str, boot_id: str, seq: int, by_time: bool = False) -> str:
     """The Event of the kill whose first ``Killed process`` record has sequence number ``seq``
-    in boot ``boot_id`` (``/proc/sys/kernel/random/boot_id``): the same on every restart."""
-    return _name(node, f"oom.{boot_id.replace('-', '').lower()}.{seq}")
+    in boot ``boot_id`` (``/proc/sys/kernel/random/boot_id``): the same on every restart.
+    ``by_time``: ``seq`` is the record's time in µs (the syslog(2) reader), spelled ``t<usec>``."""
+    return _name(node, f"oom.{boot_id.replace('-', '').lower()}.{'t' if by_time else ''}{seq}")
 
 
 def counter_event_name(node: str, boot_id: str, memcg: str, count: int) -> str:

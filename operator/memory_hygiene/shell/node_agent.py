@@ -50,6 +50,7 @@ ANNOTATION_BOOT = "memoryhygiene.io/boot-id"
 ANNOTATION_FIRST = "memoryhygiene.io/kmsg-first-seq"
 ANNOTATION_LAST = "memoryhygiene.io/kmsg-last-seq"
 ANNOTATION_KILLS = "memoryhygiene.io/kills"
+ANNOTATION_TIME = "memoryhygiene.io/kernel-time"
 MAX_MESSAGE = 256 * 1024
 
 KILLS_SEEN = Counter("memory_hygiene_node_agent_kills_seen_total",
@@ -72,6 +73,8 @@ DROPPED = Counter("memory_hygiene_node_agent_kills_dropped_total",
 INCOMPLETE = Counter("memory_hygiene_node_agent_incomplete_reports_total",
                      "OOM reports cut short by lost records (posted with what was left).")
 PENDING = Gauge("memory_hygiene_node_agent_kills_pending", "OOM kills waiting to be posted.")
+SYSLOG_OVERRUNS = Counter("memory_hygiene_node_agent_syslog_overruns_total",
+                          "syslog(2) reader: the kernel log had wrapped past the last record read (records lost).")
 API_ERRORS = Counter("memory_hygiene_node_agent_api_errors_total",
                      "Failed Event POSTs (retried), by HTTP status (0: no answer).", ["status"])
 
@@ -103,9 +106,11 @@ def build_event(node: str, boot_id: str, items: list[Item]) -> dict[str, Any]:
     """The Event for one kill, or for a batch of rate-limited kills (named after the first)."""
     first, last = items[0], items[-1]
     message = "\n".join(line for it in items for line in it.lines)
-    if len(message) > MAX_MESSAGE:
-        message = message[:MAX_MESSAGE]
-    annotations = {ANNOTATION_SOURCE: first.source, ANNOTATION_BOOT: boot_id, ANNOTATION_KILLS: str(len(items))}
+    if len(message) > MAX_MESSAGE:  # cut at a line, and say so (in words no kernel-line pattern matches)
+        cut = message.rfind("\n", 0, MAX_MESSAGE - 100)
+        message = message[:cut] + f"\nmemory-hygiene-node-agent: message cut at {cut} of {len(message)} characters"
+    annotations = {ANNOTATION_SOURCE: first.source, ANNOTATION_BOOT: boot_id, ANNOTATION_KILLS: str(len(items)),
+                   ANNOTATION_TIME: _micro(first.time)}
     if first.source == "kmsg":
         annotations[ANNOTATION_FIRST] = str(first.seq)
         annotations[ANNOTATION_LAST] = str(last.seq)
@@ -125,7 +130,6 @@ def build_event(node: str, boot_id: str, items: list[Item]) -> dict[str, Any]:
         "action": "Killed",
         "firstTimestamp": _iso(first.time),
         "lastTimestamp": _iso(last.time),
-        "eventTime": _micro(first.time),
         "count": len(items),
     }
 
@@ -274,7 +278,7 @@ class KmsgFollower:
 
     def _records_lost(self, before: int) -> None:
         lost = self.grouper.lost_records - before
-        if lost and self.startup_done:
+        if lost:
             RECORDS_LOST.inc(lost)
             log.warning("%d kernel log records were overwritten before they were read", lost)
 
@@ -341,6 +345,63 @@ class KmsgFollower:
             self.agent.kmsg_kill(k)
         while True:
             await asyncio.sleep(3600)
+
+    async def follow_syslog(self, interval: float, settle: float) -> None:
+        """The kernel log through syslog(2) ``SYSLOG_ACTION_READ_ALL`` (``dmesg``'s way): needs
+        CAP_SYSLOG where kernel.dmesg_restrict=1 but no device, so it works where a container's
+        device cgroup refuses /dev/kmsg. No sequence numbers: records are told apart by their time,
+        and a buffer that wrapped past the last record read counts as one overrun."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.klogctl.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        size = libc.klogctl(10, None, 0)  # SYSLOG_ACTION_SIZE_BUFFER
+        if size <= 0:
+            size = 1 << 20
+        buf = ctypes.create_string_buffer(size)
+        self.grouper = kmsg.Grouper(count_gaps=False)
+        self.agent.by_time = True
+        last_usec, last_count = -1, 0
+        while True:
+            n = await asyncio.to_thread(libc.klogctl, 3, buf, size)  # SYSLOG_ACTION_READ_ALL
+            if n < 0:
+                err = ctypes.get_errno()
+                raise PermissionError(err, f"syslog(SYSLOG_ACTION_READ_ALL): {os.strerror(err)}") if err == errno.EPERM \
+                    else OSError(err, os.strerror(err))
+            lines = buf.raw[:n].decode("utf-8", "replace").split("\n")
+            start = len(lines)
+            while start > 0:  # the new part: from the end back to the last record read
+                p = kmsg.parse_syslog_line(lines[start - 1])
+                if p is not None and p[1] < last_usec:
+                    break
+                start -= 1
+            fresh = [p for p in map(kmsg.parse_syslog_line, lines[start:]) if p is not None]
+            if n > 0 and last_usec < 0 and not fresh:
+                raise RuntimeError("syslog(2) gave kernel log lines without printk timestamps "
+                                   "(printk.time=0?): they cannot be told apart; use --kernel-log=kmsg")
+            if last_usec >= 0 and start == 0 and fresh and fresh[0][1] > last_usec:
+                SYSLOG_OVERRUNS.inc()
+                for k in self.grouper.lost(0):
+                    self.agent.kmsg_kill(k)
+            same = 0
+            for prio, usec, text in fresh:
+                if usec == last_usec:
+                    same += 1
+                    if same <= last_count:
+                        continue
+                self.records += 1
+                kills = self.grouper.feed(kmsg.Record(usec, usec, prio, "-", None, text))
+                if kills or self.grouper.pending():
+                    self.last_activity = time.monotonic()
+                for k in kills:
+                    self.agent.kmsg_kill(k)
+            if fresh:
+                # fresh holds every record at or after last_usec: the ones at its last time are all read
+                top = fresh[-1][1]
+                last_usec, last_count = top, sum(1 for p in fresh if p[1] == top)
+            self.caught_up()
+            self.idle(settle)
+            await asyncio.sleep(interval)
 
     def caught_up(self) -> None:
         if not self.startup_done:
@@ -418,21 +479,32 @@ class Agent:
     counter_rise: dict[str, int] = field(default_factory=dict)
     counter_posted: dict[str, int] = field(default_factory=dict)
     counter_first_unexplained: dict[str, float] = field(default_factory=dict)
+    counter_last: dict[str, float] = field(default_factory=dict)
+    counter_seen_max: dict[str, int] = field(default_factory=dict)
+    counter_file: dict[str, str] = field(default_factory=dict)
+    fixed_boot: bool = False
+    """Use ``boot`` as given (tests)."""
     ready: bool = False
+    by_time: bool = False
+    """Kills are keyed by their record's time (the syslog(2) reader has no sequence numbers)."""
+    counters_ready: bool = True
+    """False until the first read of the counters (when that source is on)."""
 
     def kmsg_kill(self, k: kmsg.Kill) -> None:
         if not k.complete:
             INCOMPLETE.inc()
-        t = kmsg.record_time(k.usec, self.boot)
+        # boot time again at each kill: the wall clock may have been stepped (NTP) since the start
+        boot = self.boot if self.fixed_boot else kmsg.boot_epoch(time.time(), time.clock_gettime(time.CLOCK_MONOTONIC))
+        t = kmsg.record_time(k.usec, boot)
         KILLS_SEEN.labels(source="kmsg").inc()
-        self.kmsg_kills.append((t, k))
+        self.kmsg_kills.append((t, k._replace(lines=())))  # what the counters need: memcg, group, pids
         if t < time.time() - self.lookback:
             DROPPED.labels(cause="too_old").inc()
             log.info("kill at seq %d (%s) is older than the lookback: not posted", k.seq, _iso(t))
             return
         lines = k.lines if len(k.lines) <= 2000 else k.lines[:2000] + (
             f"memory-hygiene-node-agent: {len(k.lines) - 2000} more lines of this report not listed",)
-        self.poster.add(Item("kmsg", k.seq, t, lines, kmsg.kill_event_name(self.node, self.boot_id, k.seq),
+        self.poster.add(Item("kmsg", k.seq, t, lines, kmsg.kill_event_name(self.node, self.boot_id, k.seq, self.by_time),
                              group=k.group is not None))
 
     def kmsg_caught_up(self) -> None:
@@ -440,31 +512,36 @@ class Agent:
 
     def counters_poll(self, found: dict[str, tuple[int, str]], grace: float) -> None:
         now = time.time()
-        if self.counters is None:
+        if self.counters is None:  # the baseline: kills before the agent started are the kernel log's
             self.counters = {p: n for p, (n, _) in found.items()}
             self.started = now
+            self.counters_ready = True
             return
         for path, (n, fname) in found.items():
             before = self.counters.get(path, 0)
             if n > before:
                 self.counter_rise[path] = self.counter_rise.get(path, 0) + n - before
+                self.counter_last[path] = now
             self.counters[path] = n
-        for path in list(self.counters):
-            if path not in found:
-                for d in (self.counters, self.counter_rise, self.counter_posted, self.counter_first_unexplained):
-                    d.pop(path, None)
+            self.counter_seen_max[path] = max(n, self.counter_seen_max.get(path, 0))
+            self.counter_file[path] = fname
+        gone = [p for p in self.counters if p not in found]
+        for path in gone:  # the cgroup was removed (container gone): what it counted is still judged below
+            del self.counters[path]
         for path, rise in list(self.counter_rise.items()):
             seen = kmsg.explained((k for t, k in self.kmsg_kills if t >= self.started - 1), path)
             unexplained = rise - seen - self.counter_posted.get(path, 0)
             if unexplained <= 0:
                 self.counter_first_unexplained.pop(path, None)
+                if path not in self.counters and now - self.counter_last.get(path, now) > 10 * grace:
+                    self._forget(path)
                 continue
             first = self.counter_first_unexplained.setdefault(path, now)
             if now - first < grace:
                 continue  # the kernel log may still be on its way
             self.counter_first_unexplained.pop(path, None)
-            n = self.counters[path]
-            fname = found[path][1] if path in found else "oom_kill"
+            n = self.counter_seen_max.get(path, rise)
+            fname = self.counter_file.get(path, "oom_kill")
             for i in range(unexplained):
                 count = n - unexplained + 1 + i
                 KILLS_SEEN.labels(source="memcg").inc()
@@ -474,12 +551,19 @@ class Agent:
             self.counter_posted[path] = self.counter_posted.get(path, 0) + unexplained
             log.info("memcg %s: %d OOM kill(s) the kernel log did not report", path, unexplained)
 
+    def _forget(self, path: str) -> None:
+        for d in (self.counter_rise, self.counter_posted, self.counter_first_unexplained, self.counter_last,
+                  self.counter_seen_max, self.counter_file):
+            d.pop(path, None)
+
 
 async def _counters_loop(agent: Agent, cgroup_fs: Path, roots: list[str], interval: float, grace: float) -> None:
     found = memory_mount(cgroup_fs)
     if found is None:
         log.warning("no memory cgroup hierarchy under %s: the memcg counter source is off", cgroup_fs)
-        return
+        agent.counters_ready = True
+        while True:  # a task that ends would fail /healthz
+            await asyncio.sleep(3600)
     version, mount = found
     log.info("memcg counters: cgroup v%d at %s, roots %s", version, mount, ", ".join(roots))
     while True:
@@ -504,6 +588,8 @@ async def _http(agent: Agent, tasks: list[asyncio.Task], host: str, port: int) -
     async def readyz(_: web.Request) -> web.Response:
         if not agent.ready:
             return web.Response(status=503, text="reading the kernel log present at start\n")
+        if not agent.counters_ready:
+            return web.Response(status=503, text="reading the memcg counters for the first time\n")
         return web.Response(text="ok\n")
 
     app = web.Application()
@@ -540,11 +626,26 @@ async def _main(args: argparse.Namespace, node: str, boot_id: str) -> None:
     agent = Agent(node, boot_id, poster, args.lookback, boot)
     follower = KmsgFollower(agent)
     tasks = [asyncio.create_task(poster.run(), name="poster")]
+    source = args.kernel_log
     if args.kmsg_file:
+        source = "file"
+    elif source == "auto":
+        try:
+            os.close(os.open(args.kmsg, os.O_RDONLY | os.O_NONBLOCK))
+            source = "kmsg"
+        except OSError as err:
+            log.warning("cannot open %s (%s): reading the kernel log with syslog(2) instead", args.kmsg, err)
+            source = "syslog"
+    log.info("kernel log: %s", {"file": args.kmsg_file, "kmsg": args.kmsg, "syslog": "syslog(2)"}[source])
+    if source == "file":
         tasks.append(asyncio.create_task(follower.follow_file(args.kmsg_file, args.settle_seconds), name="kmsg"))
-    else:
+    elif source == "kmsg":
         tasks.append(asyncio.create_task(follower.follow_device(args.kmsg, args.settle_seconds), name="kmsg"))
+    else:
+        tasks.append(asyncio.create_task(follower.follow_syslog(args.syslog_interval, args.settle_seconds),
+                                         name="kmsg"))
     if args.cgroup_interval > 0:
+        agent.counters_ready = False
         grace = max(args.counter_grace_seconds, 2 * args.settle_seconds)
         tasks.append(asyncio.create_task(
             _counters_loop(agent, Path(args.cgroup_fs), args.cgroup_root or ["/"], args.cgroup_interval, grace),
@@ -569,6 +670,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the Node the Events are about (default: $NODE_NAME, from the downward API spec.nodeName)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config)")
     p.add_argument("--kmsg", default="/dev/kmsg", metavar="PATH", help="the kernel log device (default /dev/kmsg)")
+    p.add_argument("--kernel-log", choices=["auto", "kmsg", "syslog"], default="auto",
+                   help="how to read the kernel log: kmsg (the device, with sequence numbers), syslog "
+                   "(syslog(2), as dmesg: no device needed, records told apart by their time), auto (kmsg, "
+                   "else syslog when the device cannot be opened, e.g. refused by the container's device "
+                   "cgroup) (default auto)")
+    p.add_argument("--syslog-interval", type=float, default=1.0, metavar="S",
+                   help="with the syslog(2) reader, read the kernel log every S seconds (default 1)")
     p.add_argument("--kmsg-file", metavar="FILE",
                    help="test input: read a recorded `cat /dev/kmsg` stream from FILE instead of following "
                    "the device, then go on posting (and watching the counters) until stopped")
