@@ -185,3 +185,25 @@ def test_long_message_is_cut_at_a_line():
     assert last.startswith("memory-hygiene-node-agent: message cut at ")
     from memory_hygiene.core import kernel
     assert kernel.parse_oom_text(last) == []
+
+
+def test_counter_rise_taken_as_a_ratelimited_report_is_not_posted_twice(monkeypatch):
+    """In a burst the kernel prints the oom-kill: line of 10 reports per 5 s only: the other kills
+    are in the log with their Killed process line alone (no memcg). Their counter rises are theirs."""
+    agent, _ = _agent()
+    now = [1_000_000.0]
+    monkeypatch.setattr(na.time, "time", lambda: now[0])
+
+    async def main():
+        agent.counters_poll({CG: (0, "memory.oom_control")}, grace=5)
+        agent.kmsg_kills.append((now[0] + 0.5, kmsg.Kill(9, 0, (), (77,), None, None, True, 9)))
+        now[0] += 1
+        agent.counters_poll({CG: (2, "memory.oom_control")}, grace=5)
+        now[0] += 6
+        agent.counters_poll({CG: (2, "memory.oom_control")}, grace=5)
+        now[0] += 6
+        agent.counters_poll({CG: (2, "memory.oom_control")}, grace=5)
+        return list(agent.poster.queue)
+
+    items = asyncio.run(main())
+    assert [(i.source, i.seq) for i in items] == [("memcg", 2)]  # one was the log's, one was not

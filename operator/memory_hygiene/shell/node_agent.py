@@ -482,6 +482,8 @@ class Agent:
     counter_last: dict[str, float] = field(default_factory=dict)
     counter_seen_max: dict[str, int] = field(default_factory=dict)
     counter_file: dict[str, str] = field(default_factory=dict)
+    memcgless_used: int = 0
+    """Kernel-log kills without a memcg path that explained a counter rise already."""
     fixed_boot: bool = False
     """Use ``boot`` as given (tests)."""
     ready: bool = False
@@ -540,6 +542,20 @@ class Agent:
             if now - first < grace:
                 continue  # the kernel log may still be on its way
             self.counter_first_unexplained.pop(path, None)
+            # A kill whose oom-kill: line the kernel ratelimited (10 reports per 5 s) is in the log
+            # without its memcg: it may be this one. Such kills explain counter rises anywhere,
+            # oldest first, so that no kill is posted twice (the kernel's Event names its pid; the
+            # counter's could not).
+            spare = sum(1 for t, k in self.kmsg_kills if t >= self.started - 1 and k.task_memcg is None
+                        and k.group is None) - self.memcgless_used
+            take = min(max(spare, 0), unexplained)
+            if take:
+                self.memcgless_used += take
+                self.counter_posted[path] = self.counter_posted.get(path, 0) + take
+                unexplained -= take
+                log.info("memcg %s: %d OOM kill(s) taken as the kernel log's kills without a memcg path", path, take)
+                if not unexplained:
+                    continue
             n = self.counter_seen_max.get(path, rise)
             fname = self.counter_file.get(path, "oom_kill")
             for i in range(unexplained):
