@@ -10,12 +10,19 @@
 # works with `readOnlyRootFilesystem: true` (manifests/base/deployment/deployment.yaml,
 # docs/install.md).
 #
-# Both stages use the same base image, pinned by tag (written out, not an ARG, so that linters
-# see it). Pin it by digest too (python:3.12-slim-trixie@sha256:...) in the registry you release
-# from, and let a bot (Dependabot, Renovate) bump both lines together.
+# Both stages use the same base image, BASE_IMAGE, pinned by tag; the default is the production
+# base. Pin it by digest too (python:3.12-slim-trixie@sha256:...) in the registry you release
+# from, and let a bot (Dependabot, Renovate) bump it. Where no registry is reachable (the e2e
+# suite's real node), tests/e2e/cluster/image.py builds a stand-in base locally, under a name of
+# its own, and passes it with --build-arg BASE_IMAGE=...
+ARG BASE_IMAGE=python:3.12-slim-trixie
+
+# checkov reads FROM ${BASE_IMAGE} as an untagged image; the default above is pinned by tag
+# (tests/unit/test_packaging.py checks it).
+# checkov:skip=CKV_DOCKER_7:the base is a build argument whose default is pinned by tag
 
 # --- builder: wheels for the package and its dependencies ---------------------------------------
-FROM python:3.12-slim-trixie AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -33,7 +40,7 @@ RUN pip wheel --wheel-dir /wheels . \
     && ls /wheels/memory_hygiene-*.whl
 
 # --- final image --------------------------------------------------------------------------------
-FROM python:3.12-slim-trixie
+FROM ${BASE_IMAGE}
 
 ARG VERSION=0.1.0
 ARG SOURCE=https://github.com/memory-hygiene/memory-hygiene

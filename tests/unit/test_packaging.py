@@ -87,7 +87,8 @@ BASE_KINDS = Counter({
     "Namespace": 1, "CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 1,
     "ClusterRoleBinding": 1, "Service": 1, "NetworkPolicy": 1, "Deployment": 1,
 })
-NODE_AGENT_KINDS = Counter({"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 1, "DaemonSet": 1})
+NODE_AGENT_KINDS = Counter({"Namespace": 1, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "NetworkPolicy": 1,
+                            "DaemonSet": 1})
 EXPECTED_KINDS = {
     "manifests": BASE_KINDS + NODE_AGENT_KINDS,
     "manifests/overlays/servicemonitor": BASE_KINDS + NODE_AGENT_KINDS + Counter({"ServiceMonitor": 1}),
@@ -105,7 +106,23 @@ def test_kustomize_renders_exactly_the_expected_kinds(kustomization: str) -> Non
         if d["kind"] in ("Role", "RoleBinding"):  # the node agent's Events go in `default`
             assert d["metadata"] == {**d["metadata"], "name": AGENT, "namespace": "default"}
             continue
-        assert (d["metadata"].get("namespace") == "memory-hygiene") == namespaced, d["metadata"]
+        # the node agent has a namespace of its own (Pod Security "privileged": hostPath, SYSLOG)
+        ns = AGENT if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "node-agent" \
+            else "memory-hygiene"
+        assert (d["metadata"].get("namespace") == ns) == namespaced, d["metadata"]
+
+
+def test_pod_security_levels_of_the_namespaces() -> None:
+    """The operator's namespace enforces "restricted"; the node agent's, which holds nothing else,
+    "privileged" (what its hostPath volumes and CAP_SYSLOG need; tests/e2e/realnode/test_install.py
+    installs both on a real node, where Pod Security admission runs)."""
+    docs = render("manifests")
+    levels = {d["metadata"]["name"]: d["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+              for d in of_kind(docs, "Namespace")}
+    assert levels == {"memory-hygiene": "restricted", AGENT: "privileged"}
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] in ("Pod", "Deployment", "DaemonSet")} == \
+        {"memory-hygiene", AGENT}
+    assert one(docs, "DaemonSet", AGENT)["metadata"]["namespace"] == AGENT
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -194,7 +211,7 @@ def test_node_agent_role_is_exactly_what_the_agent_uses() -> None:
     binding = one(docs, "RoleBinding", AGENT)
     assert binding["metadata"]["namespace"] == "default"
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": "memory-hygiene"}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": AGENT}]
     assert [b["metadata"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == ["memory-hygiene"]
 
 
@@ -316,10 +333,13 @@ def test_dockerfile_shape() -> None:
     ins = _instructions()
     froms = [rest for word, rest in ins if word == "FROM"]
     assert len(froms) == 2, "multi-stage: a builder and the final image"
-    for f in froms:
-        image = f.split()[0]
-        assert ":" in image and not image.endswith(":latest") and "$" not in image, f"pin {image} by tag"
-    assert froms[0].endswith(" AS builder") and froms[1].startswith("python:3.12-slim")
+    # One base for both stages, a build argument whose default is the production base (the e2e
+    # suite's real node passes a locally built stand-in: tests/e2e/cluster/image.py).
+    args = [rest for word, rest in ins[:[w for w, _ in ins].index("FROM")] if word == "ARG"]
+    assert args == ["BASE_IMAGE=python:3.12-slim-trixie"], args
+    base = args[0].split("=", 1)[1]
+    assert ":" in base and not base.endswith(":latest") and "$" not in base, f"pin {base} by tag"
+    assert froms == ["${BASE_IMAGE} AS builder", "${BASE_IMAGE}"], froms
     final = ins[[i for i, (w, _) in enumerate(ins) if w == "FROM"][-1]:]
     assert ("USER", f"{UID}:{UID}") in final
     assert ("ENTRYPOINT", '["memory-hygiene", "run"]') in final
