@@ -336,8 +336,12 @@ def _make_pki(d: Path, serving_ips: tuple[str, ...] = ()) -> dict[str, Path]:
     client cert; an RSA SA key pair."""
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    # keyUsage on the CA as kubeadm's has it: Python 3.13's ssl (VERIFY_X509_STRICT, the
+    # operator's image) refuses a CA without it ("CA cert does not include key usage extension").
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
-             "-subj", "/CN=memory-hygiene-localcluster-ca", cwd=d)
+             "-subj", "/CN=memory-hygiene-localcluster-ca",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,digitalSignature,keyCertSign,cRLSign", cwd=d)
     (d / "serving.ext").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
