@@ -20,10 +20,11 @@ from tests.e2e.conftest import CRD_FILE, ROOT, wait_for
 from tests.e2e.realnode.conftest import pod_manifest
 
 NS = "memory-hygiene"
+AGENT_NS = "memory-hygiene-node-agent"
 APPS = "install-seeds"
 
 
-def _overlay(tmp: Path, image: str, api_env: dict[str, str], components: list[str]) -> Path:
+def _overlay(tmp: Path, image: str, api_env: dict[str, str]) -> Path:
     name, tag = image.rsplit(":", 1)
     env = [{"name": k, "value": v} for k, v in sorted(api_env.items())]
     patches = []
@@ -34,7 +35,6 @@ def _overlay(tmp: Path, image: str, api_env: dict[str, str], components: list[st
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": [os.path.relpath(ROOT / "manifests", tmp)],
-        "components": [os.path.relpath(ROOT / c, tmp) for c in components],
         "images": [{"name": "ghcr.io/memory-hygiene/memory-hygiene", "newName": name, "newTag": tag}],
         "patches": patches,
     }
@@ -54,6 +54,19 @@ def _root_read_only(pid: int) -> bool:
     return False
 
 
+def _diagnostics(node, namespace: str) -> str:
+    """What a failed wait shows: the namespace's pods with their container states, and its Events."""
+    out = []
+    for p in (node.get_json(f"/api/v1/namespaces/{namespace}/pods") or {}).get("items", []):
+        states = [(c["name"], c.get("state"), c.get("restartCount")) for c in p["status"].get("containerStatuses") or []]
+        out.append(f"pod {p['metadata']['name']}: phase {p['status'].get('phase')}, {states}, "
+                   f"conditions {[(c['type'], c['status'], c.get('message')) for c in p['status'].get('conditions') or []]}")
+    for e in (node.get_json(f"/api/v1/namespaces/{namespace}/events") or {}).get("items", []):
+        out.append(f"event {e['involvedObject'].get('kind')}/{e['involvedObject'].get('name')}: "
+                   f"{e.get('reason')}: {e.get('message')}")
+    return "\n".join(out) or f"nothing in namespace {namespace}"
+
+
 def _running_pod(node, namespace: str, selector: str) -> dict | None:
     pods = node.get_json(f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}")["items"]
     for p in pods:
@@ -70,14 +83,19 @@ def built_image():
 
 def test_install_from_the_image_with_kubectl_apply_k(node, nkubectl, apply, built_image, tmp_path):
     node.import_image(built_image["archive"])
-    overlay = _overlay(tmp_path, built_image["image"], node.api_env(), ["manifests/components/node-agent"])
+    overlay = _overlay(tmp_path, built_image["image"], node.api_env())
     nkubectl("apply", "-k", str(overlay), "--server-side")
     try:
         # --- the operator: Deployment Available, probes passing, its own token, non-root, ro root fs
-        op = wait_for(lambda: _running_pod(node, NS, "app.kubernetes.io/component=operator"), timeout=180,
-                      what="the operator's pod to be Ready (readiness probe /readyz)")
-        agent = wait_for(lambda: _running_pod(node, NS, "app.kubernetes.io/component=node-agent"), timeout=120,
-                         what="the node agent's pod to be Ready")
+        try:
+            op = wait_for(lambda: _running_pod(node, NS, "app.kubernetes.io/component=operator"), timeout=180,
+                          what="the operator's pod to be Ready (readiness probe /readyz)")
+            agent = wait_for(lambda: _running_pod(node, AGENT_NS, "app.kubernetes.io/component=node-agent"),
+                             timeout=120, what="the node agent's pod to be Ready")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{_diagnostics(node, NS)}\n{_diagnostics(node, AGENT_NS)}") from None
+        # the operator: uid 65532, no capability; the agent: uid 0 with CAP_SYSLOG (bit 34) only
+        expect = {"memory-hygiene": (["65532", "65532"], 0), "memory-hygiene-node-agent": (["0", "0"], 1 << 34)}
         for pod, sa in ((op, "memory-hygiene"), (agent, "memory-hygiene-node-agent")):
             assert pod["spec"]["serviceAccountName"] == sa
             vols = [v["name"] for v in pod["spec"]["volumes"]]
@@ -86,8 +104,11 @@ def test_install_from_the_image_with_kubectl_apply_k(node, nkubectl, apply, buil
             pids = node.container_pids(cid)
             assert pids, f"no process found for {pod['metadata']['name']}"
             status = _proc_status(pids[0])
-            assert status["Uid"].split()[:2] == ["65532", "65532"], status["Uid"]
-            assert _root_read_only(pids[0])
+            uids, caps = expect[sa]
+            assert status["Uid"].split()[:2] == uids, (sa, status["Uid"])
+            assert int(status["CapEff"], 16) == caps and int(status["CapBnd"], 16) == caps, (sa, status)
+            assert status["NoNewPrivs"].strip() == "1", (sa, status["NoNewPrivs"])
+            assert _root_read_only(pids[0]), sa
         cs = op["status"]["containerStatuses"][0]
         assert cs["restartCount"] == 0 and cs["image"].endswith(built_image["image"].rsplit("/", 1)[1])
         dep = node.get_json(f"/apis/apps/v1/namespaces/{NS}/deployments/memory-hygiene")
@@ -110,7 +131,13 @@ def test_install_from_the_image_with_kubectl_apply_k(node, nkubectl, apply, buil
             for v in st.get("violations") or []:
                 out.setdefault(v["rule"], []).append(v)
             return out if "MissingMemoryRequest" in out and "SilentOOMKill" in out else None
-        found = wait_for(violations, timeout=180, what="the installed operator to report both seeds")
+        try:
+            found = wait_for(violations, timeout=180, what="the installed operator to report both seeds")
+        except AssertionError as e:
+            logs = [nkubectl("logs", "-n", ns, f"{kind}/{name}", "--tail=40", check=False)
+                    for ns, kind, name in ((NS, "deployment", "memory-hygiene"),
+                                           (AGENT_NS, "daemonset", "memory-hygiene-node-agent"))]
+            raise AssertionError(f"{e}\n" + "\n".join(r.stdout + r.stderr for r in logs)) from None
         assert [v["name"] for v in found["MissingMemoryRequest"]] == ["besteffort"]
         silent = found["SilentOOMKill"][0]
         assert (silent["name"], silent["container"]) == ("silent", "app")
@@ -123,8 +150,9 @@ def test_install_from_the_image_with_kubectl_apply_k(node, nkubectl, apply, buil
         nkubectl("delete", "namespace", APPS, "--wait=false", check=False)
         nkubectl("delete", "memorypolicy", "install-check", "--ignore-not-found", check=False)
     # kube-controller-manager's garbage collector and namespace controller clean up after it
-    wait_for(lambda: node.get_json(f"/api/v1/namespaces/{NS}") is None, timeout=120,
-             what="the memory-hygiene namespace to be deleted")
+    for ns in (NS, AGENT_NS):
+        wait_for(lambda: node.get_json(f"/api/v1/namespaces/{ns}") is None, timeout=120,
+                 what=f"the namespace {ns} to be deleted")
     # `delete -k` took the CRD with it: the next tests (the operator on the host) need it back
     nkubectl("apply", "-f", str(CRD_FILE))
     wait_for(lambda: nkubectl("get", "crd/memorypolicies.memoryhygiene.io", "-o",
