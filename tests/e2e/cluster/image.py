@@ -30,12 +30,10 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -191,16 +189,18 @@ def build_image(*, force: bool = False) -> dict[str, Any]:
     out_dir = cache_dir() / "archives"
     archive = out_dir / f"memory-hygiene-{key}.tar"
     t0 = time.monotonic()
-    if archive.exists() and not force:
-        return {"archive": archive, "image": image, "cached": True, "seconds": time.monotonic() - t0,
+    def result(cached: bool) -> dict[str, Any]:
+        return {"archive": archive, "image": image, "cached": cached, "seconds": time.monotonic() - t0,
                 "archive_bytes": archive.stat().st_size}
+
+    if archive.exists() and not force:
+        return result(True)
     install_tools()
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if archive.exists() and not force:
-            return {"archive": archive, "image": image, "cached": True, "seconds": time.monotonic() - t0,
-                    "archive_bytes": archive.stat().st_size}
+            return result(True)
         before = _side_dirs_before()
         try:
             base = build_base()
@@ -221,22 +221,7 @@ def build_image(*, force: bool = False) -> dict[str, Any]:
                     old.unlink()
         finally:
             _remove_side_dirs(before)
-    return {"archive": archive, "image": image, "cached": False, "seconds": time.monotonic() - t0,
-            "archive_bytes": archive.stat().st_size}
-
-
-def archive_config(archive: Path) -> dict[str, Any]:
-    """The image config (OCI) inside an archive: what a runtime runs."""
-    with tarfile.open(archive) as tar:
-        def blob(digest: str) -> dict:
-            fh = tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
-            assert fh is not None
-            return json.load(fh)
-        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
-        manifest = blob(index["manifests"][0]["digest"])
-        if "manifests" in manifest:  # an index inside the index
-            manifest = blob(manifest["manifests"][0]["digest"])
-        return {"index": index, "manifest": manifest, "config": blob(manifest["config"]["digest"])}
+    return result(False)
 
 
 def main(argv: list[str] | None = None) -> int:
