@@ -44,7 +44,7 @@ def render(report: Report, width: int = WIDTH) -> str:
     if report.oom_kills:
         rows = []
         for k in report.oom_kills:
-            who = f"{k.namespace}/{k.pod}" if k.pod else "?"
+            who = f"{k.namespace}/{k.pod}" if k.pod else (f"? (uid {k.kernel_pod_uid})" if k.kernel_pod_uid else "?")
             rows.append([
                 fmt_time(k.time) or "?", _cut(k.node, 24), _cut(f"{k.process} ({k.pid})", 26),
                 "-" if k.oom_score_adj is None else str(k.oom_score_adj), _cut(who, 30), k.container or "?",

@@ -45,4 +45,5 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
         last_time=last,
         count=int(count),
         source=source.get("component") or event.get("reportingController") or "",
+        name=meta.get("name") or "",
     )

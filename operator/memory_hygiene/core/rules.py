@@ -142,7 +142,13 @@ class OOMIncident:
     container_limit: int | None = None
     restart_count: int | None = None
     pids: tuple[int, ...] = ()
-    """Every pid killed in this incident (``pid`` is the first)."""
+    """Every pid killed in this incident, in the kernel's order (``pid``, its chosen victim, first)."""
+    kernel_pod_uid: str | None = None
+    """The pod UID the kernel's memcg path names (also when no such pod is known)."""
+    kernel_container_id: str | None = None
+    """The container ID the kernel's memcg path names."""
+    reason: str | None = None
+    """Why the pod or the container could not be named; None when both were."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +164,11 @@ class OOMIncident:
             "silent": self.silent,
             "scope": self.scope,
             "kills": self.kills,
+            "pids": list(self.pids),
+            "anonRss": self.anon_rss,
+            "kernelPodUID": self.kernel_pod_uid,
+            "kernelContainerID": self.kernel_container_id,
+            "reason": self.reason,
         }
 
 
@@ -340,6 +351,8 @@ class _Kill:
     node: str
     time: float | None
     k: kernel.OOMKill
+    order: tuple[str, int] = ("", 0)
+    """(Event name, place in its message): the kernel's print order among kills of one second."""
 
 
 def _event_time(ev: OOMEventInfo) -> float | None:
@@ -349,9 +362,13 @@ def _event_time(ev: OOMEventInfo) -> float | None:
 def _kills_from_events(
     events: Iterable[OOMEventInfo], since: float, window: float, unparsed: list[OOMEventInfo]
 ) -> list[_Kill]:
-    """Every kill the events tell of, once: the same pid on the same node reported twice
-    (NPD's OOMKilling and kubelet's SystemOOM, or a repeated event) is one kill."""
+    """Every kill the events tell of, once, in the order the kernel printed them: the same pid
+    on the same node reported twice within ``window`` (node-problem-detector and the node
+    agent, NPD and kubelet's SystemOOM, a repeated Event) is one kill. A kill without a pid
+    (kubelet's bare "System OOM encountered", the node agent's memcg-counter kills) is never
+    merged with another: nothing says two of them are the same."""
     seen: dict[tuple[str, int], list[_Kill]] = defaultdict(list)
+    anonymous: list[_Kill] = []
     for ev in events:
         last = ev.last_time if ev.last_time is not None else ev.first_time
         if last is not None and last < since:
@@ -361,16 +378,22 @@ def _kills_from_events(
             unparsed.append(ev)
             continue
         t = _event_time(ev)
-        for k in kills:
+        for n, k in enumerate(kills):
+            order = (ev.name or ev.uid, n)
+            if k.pid == 0:
+                anonymous.append(_Kill(ev.node, t, k, order))
+                continue
             same_pid = seen[(ev.node, k.pid)]
             for i, prev in enumerate(same_pid):
                 if prev.time is None or t is None or abs(prev.time - t) <= window:
-                    same_pid[i] = _Kill(ev.node, min_time(prev.time, t), _richer(prev.k, k))
+                    same_pid[i] = _Kill(ev.node, min_time(prev.time, t), _richer(prev.k, k), min(prev.order, order))
                     break
             else:  # first report of this kill (or the pid was reused later)
-                same_pid.append(_Kill(ev.node, t, k))
-    out = [k for group in seen.values() for k in group]
-    return sorted(out, key=lambda x: (x.node, x.time or 0.0, x.k.pid))
+                same_pid.append(_Kill(ev.node, t, k, order))
+    out = [k for group in seen.values() for k in group] + anonymous
+    # Not by pid: a group kill's first line is the kernel's chosen victim (mm/oom_kill.c
+    # oom_kill_process() kills it, then the other members of its memory.oom.group).
+    return sorted(out, key=lambda x: (x.node, x.time or 0.0, x.order))
 
 
 def min_time(a: float | None, b: float | None) -> float | None:
@@ -389,45 +412,83 @@ def _richer(a: kernel.OOMKill, b: kernel.OOMKill) -> kernel.OOMKill:
     return kernel.OOMKill(**merged)
 
 
+Attribution = tuple[str, PodInfo | None, str | None, str | None]
+"""(attribution: "memcg", "oomScoreAdj" or "none"; pod; container name; reason when the pod or
+the container is not named)."""
+
+
 def _attribute(
     k: _Kill, node: NodeInfo | None, pods_on_node: Sequence[PodInfo], pods_by_uid: Mapping[str, PodInfo]
-) -> tuple[str, PodInfo | None, str | None]:
-    """(attribution, pod, container name) for one kill: memcg path first, else the
-    oom_score_adj fingerprint when exactly one running container fits."""
-    if k.k.pod_uid:
-        pod = pods_by_uid.get(k.k.pod_uid)
-        if pod is not None:
-            container = None
-            if k.k.container_id:
-                for c in pod.containers:
-                    if c.container_id and c.container_id == k.k.container_id:
-                        container = c.name
-            if container is None:
-                long_running = [c for c in pod.containers if c.kind != "init"]
-                if len(long_running) == 1:
-                    container = long_running[0].name
-            return "memcg", pod, container
-    if k.k.oom_score_adj is None or node is None or not node.capacity:
-        return "none", None, None
-    candidates: list[tuple[PodInfo, str]] = []
-    for pod in pods_on_node:
-        if pod.terminal:
-            continue
-        if pod.created is not None and k.time is not None and pod.created > k.time + 1:
-            continue  # created after the kill (timestamps have whole seconds)
-        for c in pod.containers:
-            if not c.running:
-                continue
-            if expected_score(pod, c, node.capacity) != k.k.oom_score_adj:
-                continue
-            if k.k.scope == "memcg":
-                # The process lived in this container's cgroup, so the limit held its anon-rss.
-                if c.limit is None or (k.k.anon_rss_bytes is not None and c.limit < k.k.anon_rss_bytes):
-                    continue
-            candidates.append((pod, c.name))
+) -> Attribution:
+    """Who one kill hit: the memcg path first (the kernel's own word), else the oom_score_adj
+    fingerprint when exactly one running container fits. Never a guess: what the evidence does
+    not settle is left unnamed, with the reason."""
+    kk = k.k
+    if kk.pod_uid:
+        pod = pods_by_uid.get(kk.pod_uid)
+        if pod is None:
+            # The kernel named the pod: no other pod may be blamed for it.
+            return "none", None, None, (f"pod UID {kk.pod_uid} from the memcg path is not among the node's "
+                                        "pods (deleted, or completed, before it was seen)")
+        if kk.container_id:
+            return _by_container_id(pod, kk.container_id)
+        # The memcg path stops at the pod (a pod-level limit or memory.oom.group, or the agent's
+        # counter of the pod's cgroup): the container by elimination, else by its score.
+        long_running = [c for c in pod.containers if c.kind != "init"]
+        if len(long_running) == 1:
+            return "memcg", pod, long_running[0].name, None
+        if kk.oom_score_adj is not None and node is not None and node.capacity:
+            fits = [c.name for c in pod.containers if _fits(k, pod, c, node.capacity)]
+            if len(fits) == 1:
+                return "memcg", pod, fits[0], None
+            return "memcg", pod, None, (f"the memcg path names the pod, not the container, and "
+                                        f"{_count(len(fits), 'container')} of the pod score {kk.oom_score_adj}")
+        return "memcg", pod, None, "the memcg path names the pod, not the container"
+    if kk.oom_score_adj is None:
+        return "none", None, None, "no memcg path and no oom_score_adj in the kernel's lines"
+    if node is None or not node.capacity:
+        return "none", None, None, f"node {k.node} is unknown: its memory capacity sets the scores"
+    candidates = [(pod, c.name) for pod in pods_on_node
+                  if not pod.terminal and not (pod.created is not None and k.time is not None
+                                               and pod.created > k.time + 1)  # created after the kill
+                  for c in pod.containers if _fits(k, pod, c, node.capacity)]
     if len(candidates) == 1:
-        return "oomScoreAdj", candidates[0][0], candidates[0][1]
-    return "none", None, None
+        return "oomScoreAdj", candidates[0][0], candidates[0][1], None
+    if not candidates:
+        return "none", None, None, (f"no running container scores {kk.oom_score_adj}: "
+                                    "a process may set its own oom_score_adj")
+    return "none", None, None, f"{_count(len(candidates), 'container')} score {kk.oom_score_adj}"
+
+
+def _by_container_id(pod: PodInfo, cid: str) -> Attribution:
+    for c in pod.containers:
+        if c.container_id == cid:
+            return "memcg", pod, c.name, None
+    for c in pod.containers:
+        if c.previous_id == cid:  # the container restarted since: its last instance
+            return "memcg", pod, c.name, None
+    unreported = [c for c in pod.containers if c.container_id is None]
+    if len(unreported) == 1:  # kubelet has not reported its ID yet: the ID can only be its
+        return "memcg", pod, unreported[0].name, None
+    return "memcg", pod, None, (f"container ID {cid[:13]} from the memcg path is neither a current nor the "
+                                "last container of the pod (its sandbox, or restarted more than once since)")
+
+
+def _fits(k: _Kill, pod: PodInfo, c: ContainerInfo, capacity: int) -> bool:
+    """The fingerprint: a running container whose kubelet-set score is the victim's. Its own
+    memory limit (and the pod's) holds its anon-rss whichever memory cgroup ran out, so a limit
+    below the victim's anon-rss rules it out; a container without a limit stays in: the kernel
+    may have run out in the pod's cgroup or in kubepods (the node's allocatable), above it."""
+    if not c.running or expected_score(pod, c, capacity) != k.k.oom_score_adj:
+        return False
+    rss = k.k.anon_rss_bytes
+    if rss is None:
+        return True
+    return not ((c.limit is not None and c.limit < rss) or (pod.limit is not None and pod.limit < rss))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _visible(pods: Iterable[PodInfo], t: float | None, window: float) -> bool:
@@ -473,13 +534,14 @@ def evaluate_oom(
     for i in earlier:
         if i.pod_uid and i.pod_uid not in pods_by_uid:
             for pid in i.pids:
-                gone[(i.node, pid)].append(i)
+                if pid:  # a kill without a pid cannot be told from another
+                    gone[(i.node, pid)].append(i)
     recalled: set[OOMIncident] = set()
 
     incidents: list[OOMIncident] = []
     open_incident: dict[tuple[str, str, str], int] = {}
     for k in kills:
-        before = next((i for i in gone.get((k.node, k.k.pid), ())
+        before = next((i for i in gone.get((k.node, k.k.pid), ()) if k.k.pid
                        if i.time is None or k.time is None or abs(k.time - i.time) <= window), None)
         if before is not None:
             if before not in recalled:  # once for all the kills of a group incident
@@ -490,14 +552,18 @@ def evaluate_oom(
         if node is None and spec.node_selector is not None:
             continue
         on_node = pods_by_node.get(k.node, ())
-        attribution, pod, container = _attribute(k, node, on_node, pods_by_uid)
+        attribution, pod, container, reason = _attribute(k, node, on_node, pods_by_uid)
         if pod is not None and not pod_selected(spec, pod, namespaces):
             continue
         cinfo = next((c for c in pod.containers if c.name == container), None) if pod else None
         # Kubernetes saw the kill if the container (when we know it), else any container of the
         # pod (when we know it), else any container on the node, terminated OOMKilled near it.
+        # A pod the kernel named that we do not know may have shown its kill before it went:
+        # nothing says so, and its OOMKilled termination can no longer be seen.
         if cinfo is not None:
             silent = not _visible_containers([cinfo], k.time, window)
+        elif pod is None and k.k.pod_uid:
+            silent = True
         else:
             silent = not _visible([pod] if pod is not None else on_node, k.time, window)
         incident = OOMIncident(
@@ -517,9 +583,20 @@ def evaluate_oom(
             container_limit=cinfo.limit if cinfo else None,
             restart_count=cinfo.restart_count if cinfo else None,
             pids=(k.k.pid,),
+            kernel_pod_uid=k.k.pod_uid,
+            kernel_container_id=k.k.container_id,
+            reason=reason,
         )
+        gkey: tuple[str, str, str] | None = None
         if pod is not None and container is not None:
             gkey = (k.node, pod.uid, container)
+        elif pod is None and k.k.pod_uid:  # a group kill in a pod we do not know
+            gkey = (k.node, k.k.pod_uid, k.k.container_id or "")
+        elif pod is None and k.k.oom_score_adj is not None:
+            # Unattributed (node-problem-detector's one Event per line of a group kill, with a
+            # score several containers share): the same score in the same second, one incident.
+            gkey = (k.node, "", f"{k.k.scope}/{k.k.oom_score_adj}")
+        if gkey is not None:
             idx = open_incident.get(gkey)
             if idx is not None:
                 first = incidents[idx]
@@ -540,28 +617,31 @@ def _merge_group_kill(first: OOMIncident, other: OOMIncident) -> OOMIncident:
 
 def _silent_violation(i: OOMIncident, node: NodeInfo | None) -> Violation:
     when = fmt_time(i.time) or "at an unknown time"
-    what = f"process {i.process} (pid {i.pid})"
+    what = f"process {i.process or '?'} (pid {i.pid})" if i.pid else "a process (the memcg oom_kill counter names no pid)"
     if i.kills > 1:
         what += f" and {i.kills - 1} more"
     rss = f", anon-rss {fmt_bytes(i.anon_rss)}" if i.anon_rss is not None else ""
     incident = f"{i.node}/{i.pid}/{int(i.time or 0)}"
+    if not i.pid and i.kernel_container_id:
+        incident += f"/{i.kernel_container_id[:12]}"
     if i.pod is not None:
         where = f"container {i.container}" if i.container else "a container"
         limit = f" (memory limit {fmt_bytes(i.container_limit)})" if i.container_limit is not None else ""
         how = "memcg path" if i.attribution == "memcg" else f"oom_score_adj {i.oom_score_adj}"
-        restarts = f"restartCount {i.restart_count}, " if i.restart_count is not None else ""
+        if i.reason:
+            how += f"; {i.reason}"
+        kept = (f"the container kept running (restartCount {i.restart_count}, no OOMKilled termination)"
+                if i.restart_count is not None else "no container of the pod terminated OOMKilled")
         text = (
             f"the kernel OOM-killed {what}{rss} in {where}{limit} of pod {i.namespace}/{i.pod} "
-            f"on node {i.node} at {when}; the container kept running ({restarts}no OOMKilled "
-            f"termination), so Kubernetes did not restart it and recorded nothing [attributed by {how}]"
+            f"on node {i.node} at {when}; {kept}, so Kubernetes did not restart it and recorded "
+            f"nothing [attributed by {how}]"
         )
         return Violation(SILENT_OOM, "Pod", i.namespace, i.pod, i.container, text, i.pod_uid or "", incident)
     score = f", oom_score_adj {i.oom_score_adj}" if i.oom_score_adj is not None else ""
-    why = ("the oom_score_adj fingerprint matched no single running container" if i.oom_score_adj is not None
-           else "the kernel line has no oom_score_adj either")
     text = (
         f"the kernel OOM-killed {what}{rss}{score} on node {i.node} at {when} and no container there "
-        f"terminated OOMKilled; the pod could not be identified (no memcg path; {why})"
+        f"terminated OOMKilled; the pod could not be named ({i.reason or 'no memcg path'})"
     )
     uid = node.uid if node is not None else i.node
     return Violation(SILENT_OOM, "Node", None, i.node, None, text, uid, incident)

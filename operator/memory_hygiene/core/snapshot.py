@@ -99,6 +99,12 @@ def _container_id(obj: dict, value: object, field: str) -> str | None:
     return raw.partition("://")[2] if "://" in raw else (raw or None)
 
 
+def _previous_id(obj: dict, cs: dict, path: str) -> str | None:
+    last = mapping(obj, cs.get("lastState"), f"{path}.lastState")
+    term = mapping(obj, last.get("terminated"), f"{path}.lastState.terminated")
+    return _container_id(obj, term.get("containerID"), f"{path}.lastState.terminated.containerID")
+
+
 def _oom_times(obj: dict, cs: dict, path: str) -> tuple[float, ...]:
     """finishedAt of ``state.terminated`` and ``lastState.terminated`` whose reason is OOMKilled
     and whose exit code is not 0. kubelet reports ``OOMKilled`` for a container whose memory
@@ -182,6 +188,7 @@ def pod_info(pod: dict) -> PodInfo:
                 oom_finished=_oom_times(pod, cs, path),
                 restart_count=restarts,
                 score_request=scores.get(c.name),
+                previous_id=_previous_id(pod, cs, path),
             )
         )
     return PodInfo(

@@ -34,6 +34,9 @@ class ContainerInfo(NamedTuple):
     restart_count: int
     score_request: int | None = None
     """The bytes kubelet's oom_score_adj formula uses for this container (qos.score_requests)."""
+    previous_id: str | None = None
+    """The container id of its last termination (``lastState.terminated.containerID``): a
+    memory cgroup path printed before the restart names that one."""
 
 
 class PodInfo(NamedTuple):
@@ -99,3 +102,6 @@ class OOMEventInfo(NamedTuple):
     last_time: float | None
     count: int
     source: str
+    name: str = ""
+    """metadata.name: node-problem-detector names its Events by creation time (``<node>.<hex
+    nanoseconds>``), so among Events of one second the name gives the kernel's print order."""
