@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .core.events import OOM_REASONS, oom_event_info
-from .core.snapshot import node_info, parse_time, pod_info
+from .core.snapshot import MalformedObjectError, node_info, parse_time, pod_info
 from .core.types import NodeInfo, OOMEventInfo, PodInfo
 
 
@@ -59,6 +59,8 @@ class Snapshot:
                     self._saw(ev.last_time)
         except InputError:
             raise
+        except MalformedObjectError as err:  # its message names the object, as `where` does
+            raise InputError(f"{where}: {err.field}: {err.problem}" if err.field else f"{where}: {err.problem}") from None
         except ValueError as err:
             raise InputError(f"{where}: {err}") from None
         for cond in ((obj.get("status") or {}).get("conditions") or []) if kind == "Node" else []:
@@ -103,15 +105,138 @@ def _name(obj: dict[str, Any]) -> str:
     return f"{ns}/{name}" if ns else (name or "")
 
 
-def read_documents(text: str, where: str) -> list[Any]:
-    """YAML (one or many documents) or JSON, as Python data."""
+_CLoader = getattr(yaml, "CSafeLoader", None)
+"""libyaml's parser, when PyYAML was built with it (the wheels are): events at C speed."""
+
+MAX_DEPTH = 200
+"""Deepest nesting accepted in a snapshot (a Pod is about 12 deep)."""
+
+_RESOLVER = yaml.resolver.Resolver()
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_SCALARS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
+
+
+def _scalar(ev: yaml.ScalarEvent) -> Any:
+    """A scalar as PyYAML's safe loader makes it (YAML 1.1 plain-scalar resolution: kubectl's
+    unquoted ``true``, ``8080``, ``null``)."""
+    if ev.tag in (None, "!"):
+        if not ev.implicit[0]:  # quoted
+            return ev.value
+        tag = _RESOLVER.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+    else:
+        tag = ev.tag
+    if tag == "tag:yaml.org,2002:str":
+        return ev.value
+    if tag not in _SCALARS:
+        raise yaml.constructor.ConstructorError(None, None, f"the tag {tag} is not accepted in snapshots", ev.start_mark)
+    node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark)
+    return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
+
+
+def _events(text: str) -> Iterator[Any]:
+    if _CLoader is not None:
+        return yaml.parse(text, Loader=_CLoader)
+    return yaml.parse(text, Loader=yaml.SafeLoader)
+
+
+def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
+    """The objects of YAML (one or many documents) or JSON text, one at a time: a document, or
+    each item of a document's top-level ``items`` (a ``kubectl get -o yaml`` List) as soon as it
+    is read, so a 50 MB dump never stands in memory whole. Built from the parser's events, like
+    PyYAML's safe loader, except:
+
+    * aliases are refused: an alias makes one node a value in many places, and a document under
+      1 KB can then stand for billions of values to whoever walks it (the "billion laughs";
+      Kubernetes' own YAML decoding bounds alias expansion since CVE-2019-11253). ``kubectl``
+      never writes anchors;
+    * nesting deeper than MAX_DEPTH and tags other than the plain scalar ones are refused.
+
+    Any problem: InputError naming ``where`` and the line."""
     try:
-        return [d for d in yaml.safe_load_all(text)]
+        yield from _iter_documents(text, where)
+    except InputError:
+        raise
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise InputError(f"{where}: not valid YAML or JSON{at}: {problem}") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise InputError(f"{where}: not a usable number: {str(err).split(';')[0]}") from None
+
+
+def _iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
+    # Each frame: [container, key or _NO_KEY]; a mapping's frame holds the key awaiting its value.
+    no_key = object()
+    stack: list[list[Any]] = []
+    doc_index = -1
+    doc: Any = None
+    streamed = 0  # items of this document already given out
+
+    def doc_where() -> str:
+        return where if doc_index == 0 else f"{where} (document {doc_index + 1})"
+
+    def streaming(depth: int) -> bool:
+        # the top-level items sequence: root mapping (frame 0) -> key "items" -> sequence (frame 1)
+        return depth == 1 and isinstance(stack[0][0], dict) and stack[0][1] == "items" and isinstance(stack[1][0], list)
+
+    def add(value: Any) -> Iterator[tuple[Any, str]]:
+        nonlocal doc, streamed
+        if not stack:
+            doc = value
+            return
+        frame = stack[-1]
+        container = frame[0]
+        if isinstance(container, list):
+            if streaming(len(stack) - 1):
+                i = streamed
+                streamed += 1
+                yield from _flatten(value, f"{doc_where()} items[{i}]")
+                return
+            container.append(value)
+        elif frame[1] is no_key:
+            if isinstance(value, (dict, list)):
+                raise InputError(f"{where}: a mapping key that is not a scalar at line {mark.line + 1}")
+            frame[1] = value
+        else:
+            container[frame[1]] = value
+            frame[1] = no_key
+
+    mark: Any = None
+    for ev in _events(text):
+        mark = ev.start_mark
+        if isinstance(ev, yaml.ScalarEvent):
+            yield from add(_scalar(ev))
+        elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if ev.tag not in (None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+                raise InputError(f"{where}: the tag {ev.tag} is not accepted in snapshots at line {mark.line + 1}")
+            if len(stack) >= MAX_DEPTH:
+                raise InputError(f"{where}: nested more than {MAX_DEPTH} deep at line {mark.line + 1}")
+            stack.append([{} if isinstance(ev, yaml.MappingStartEvent) else [], no_key])
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            container = stack.pop()[0]
+            yield from add(container)
+        elif isinstance(ev, yaml.AliasEvent):
+            raise InputError(f"{where}: YAML aliases (*{ev.anchor}) are not accepted in snapshots "
+                             f"at line {mark.line + 1}")
+        elif isinstance(ev, yaml.DocumentStartEvent):
+            doc_index += 1
+            doc, streamed = None, 0
+        elif isinstance(ev, yaml.DocumentEndEvent):
+            if streamed:
+                kind = doc.get("kind") if isinstance(doc, dict) else None
+                if not (isinstance(kind, str) and kind.endswith("List")):
+                    raise InputError(f"{doc_where()}: items outside a List (kind {kind!r})")
+            else:
+                yield from _flatten(doc, doc_where())
+        if getattr(ev, "anchor", None) is not None and not isinstance(ev, yaml.AliasEvent):
+            raise InputError(f"{where}: YAML anchors (&{ev.anchor}) are not accepted in snapshots "
+                             f"at line {mark.line + 1}")
+
+
+def read_documents(text: str, where: str) -> list[Any]:
+    """Every object of YAML or JSON text, as :func:`iter_documents` reads them (a policy file)."""
+    return [obj for obj, _ in iter_documents(text, where)]
 
 
 def load_files(paths: Iterable[str]) -> Snapshot:
@@ -124,9 +249,8 @@ def load_files(paths: Iterable[str]) -> Snapshot:
             raise InputError(f"{where}: cannot read: {err.strerror or err}") from None
         except UnicodeDecodeError:
             raise InputError(f"{where}: not UTF-8 text") from None
-        for d, doc in enumerate(read_documents(text, where)):
-            for obj, obj_where in _flatten(doc, f"{where}" if d == 0 else f"{where} (document {d + 1})"):
-                snap.add(obj, obj_where)
+        for obj, obj_where in iter_documents(text, where):
+            snap.add(obj, obj_where)
     return snap
 
 

@@ -153,14 +153,34 @@ def test_several_files_in_one_run_and_now(capsys):
     assert code == 2 and "--now" in err
 
 
+BILLION_LAUGHS = "kind: Pod\nmetadata: {name: p, namespace: d}\nx:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+"""Under 1 KB, 9**9 strings to whoever walks it."""
+
+OOM_EVENT = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default", "uid": "x"},
+             "reason": "OOMKilling", "involvedObject": {"kind": "Node", "name": "n1"},
+             "message": "Killed process 1 (a) total-vm:1kB, anon-rss:1kB, file-rss:1kB"}
+
+
 @pytest.mark.parametrize(
     "content, problem",
     [
         ("kind: Pod\nmetadata: {name: x, namespace: d}\nspec:\n  containers:\n  - name: c\n    resources: {limits: {memory: lots}}\n",
          "lots"),
-        ("items: [1, 2\n", "not valid YAML"),
+        ("items: [{kind: Pod, metadata: {name: x}\n", "not valid YAML"),
         ("- just\n- a list\n", "expected a Kubernetes object"),
         ("apiVersion: v1\nkind: List\nitems:\n- {metadata: {name: x}}\n", "without kind"),
+        # hostile or malformed: each exits 2 with one line, never a traceback
+        (BILLION_LAUGHS, "not accepted"),
+        ("[" * 100_000 + "]" * 100_000, "nesting"),
+        ("kind: Pod\nmetadata: {name: p, namespace: d, uid: u}\nspec: {containers: [{name: c, resources: "
+         "{limits: {memory: " + "9" * 5000 + "}}}]}\n", "not a usable number"),
+        (json.dumps({**OOM_EVENT, "message": 5}), "message: expected a string, got int"),
+        (json.dumps({**OOM_EVENT, "count": [1]}), "count: expected an integer, got list"),
+        (json.dumps({**OOM_EVENT, "involvedObject": "n1"}), "involvedObject: expected an object, got str"),
+        ("kind: Pod\nitems: [{kind: Pod, metadata: {name: a, namespace: d, uid: u}}]\n", "items outside a List"),
+        ("kind: Pod\nmetadata: !!python/object:os.system {name: x}\n", "not accepted"),
+        ("apiVersion: v1\nkind: Event\nmetadata: &m {name: e, namespace: default}\nreason: OOMKilling\n", "anchors"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_file_and_problem(capsys, tmp_path, content, problem):
@@ -194,3 +214,26 @@ def test_stdin(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "seed003-limits-180-percent.yaml").read_text()))
     code, out, err = audit(capsys, "-f", "-", "-o", "json")
     assert code == 1 and json.loads(out)["summary"]["overcommittedNodes"] == 1
+
+
+def test_files_read_as_pyyamls_safe_loader_reads_them(tmp_path):
+    """The streaming reader builds the same objects as yaml.safe_load (YAML 1.1 scalars
+    included), and a List's items the same as separate documents."""
+    import yaml
+
+    from memory_hygiene.inputs import iter_documents
+
+    text = (EXAMPLES / "seed000-case1-1-silent-oom.yaml").read_text()
+    expected = []
+    for doc in yaml.safe_load_all(text):
+        if doc is None:
+            continue
+        expected.extend(doc["items"] if str(doc.get("kind", "")).endswith("List") else [doc])
+    assert [obj for obj, _ in iter_documents(text, "f")] == expected
+    scalars = ("a: true\nb: yes\nc: 8080\nd: 0x1F\ne: null\nf: ~\ng: 1.5\nh: '8080'\ni: 2026-11-20T10:00:00Z\n"
+               "j: 256Mi\nk: -997\nl: ''\nm: [1, two]\nkind: X\n")
+    assert [obj for obj, _ in iter_documents(scalars, "f")] == [yaml.safe_load(scalars)]
+    as_list = {"apiVersion": "v1", "kind": "List", "items": expected}
+    assert [obj for obj, _ in iter_documents(yaml.safe_dump(as_list), "f")] == expected
+    assert [obj for obj, _ in iter_documents(json.dumps(as_list, default=str), "f")] == json.loads(
+        json.dumps(expected, default=str))

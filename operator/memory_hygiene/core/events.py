@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .snapshot import parse_time
+from .resources import mapping
+from .snapshot import MalformedObjectError, _str, _time
 from .types import OOMEventInfo
 
 OOM_REASONS = ("OOMKilling", "SystemOOM")
@@ -14,36 +15,45 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
 
     The node is the involved Node's name (NPD and kubelet both post on the Node), else the
     reporting host. Times fall back from firstTimestamp/lastTimestamp to eventTime and
-    creationTimestamp, as ``kubectl get events`` does.
+    creationTimestamp, as ``kubectl get events`` does. A field of the wrong type raises
+    ``MalformedObjectError`` (a ValueError) naming it.
     """
-    reason = event.get("reason")
-    if reason not in OOM_REASONS:
+    if not isinstance(event, dict) or event.get("reason") not in OOM_REASONS:
         return None
-    meta = event.get("metadata") or {}
-    involved = event.get("involvedObject") or event.get("regarding") or {}
-    source = event.get("source") or {}
-    node = involved.get("name") if involved.get("kind") == "Node" else None
-    node = node or source.get("host") or event.get("reportingInstance") or ""
+    reason = event["reason"]
+    meta = mapping(event, event.get("metadata"), "metadata")
+    field = "involvedObject" if "involvedObject" in event else "regarding"
+    involved = mapping(event, event.get(field), field)
+    source = mapping(event, event.get("source"), "source")
+    node = _str(event, involved.get("name"), f"{field}.name") if involved.get("kind") == "Node" else ""
+    node = (node or _str(event, source.get("host"), "source.host")
+            or _str(event, event.get("reportingInstance"), "reportingInstance"))
     if not node:
         return None
-    created = parse_time(meta.get("creationTimestamp"))
-    event_time = parse_time(event.get("eventTime"))
-    series = event.get("series") or {}
-    first = parse_time(event.get("firstTimestamp")) or event_time or created
+    created = _time(event, meta.get("creationTimestamp"), "metadata.creationTimestamp")
+    event_time = _time(event, event.get("eventTime"), "eventTime")
+    series = mapping(event, event.get("series"), "series")
+    first = _time(event, event.get("firstTimestamp"), "firstTimestamp") or event_time or created
     last = (
-        parse_time(event.get("lastTimestamp"))
-        or parse_time(series.get("lastObservedTime"))
+        _time(event, event.get("lastTimestamp"), "lastTimestamp")
+        or _time(event, series.get("lastObservedTime"), "series.lastObservedTime")
         or first
     )
     count = event.get("count") or series.get("count") or 1
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise MalformedObjectError(event, "count", f"expected an integer, got {type(count).__name__}")
+    message_field = "message" if event.get("message") is not None else "note"
+    name = _str(event, meta.get("name"), "metadata.name")
     return OOMEventInfo(
-        uid=meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+        uid=_str(event, meta.get("uid"), "metadata.uid")
+        or f"{_str(event, meta.get('namespace'), 'metadata.namespace')}/{name}",
         reason=reason,
         node=node,
-        message=event.get("message") or event.get("note") or "",
+        message=_str(event, event.get(message_field), message_field),
         first_time=first,
         last_time=last,
-        count=int(count),
-        source=source.get("component") or event.get("reportingController") or "",
-        name=meta.get("name") or "",
+        count=count,
+        source=_str(event, source.get("component"), "source.component")
+        or _str(event, event.get("reportingController"), "reportingController"),
+        name=name,
     )
