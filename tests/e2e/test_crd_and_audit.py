@@ -93,8 +93,8 @@ def test_audit_of_the_live_cluster_equals_audit_of_the_file(cluster, seed, tmp_p
                            "-o", "json", "--now", now], capture_output=True, text=True, timeout=60)
     assert live.returncode == from_file.returncode, live.stderr
     text = live.stdout
-    for old, new in [*loaded.nodes.items(), *loaded.namespaces.items()]:
-        text = text.replace(new, old)  # the names carry the unique tag: no accidental hits
+    for old, new in [*loaded.nodes.items(), *loaded.namespaces.items(), *loaded.uids.items()]:
+        text = text.replace(new, old)  # tagged names and fresh UIDs: no accidental hits
     got = json.loads(text)
     for kill in got["oomKills"]:
         kill["time"] = fmt_time(parse_time(kill["time"]) - loaded.shift_seconds)

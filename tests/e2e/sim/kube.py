@@ -246,6 +246,8 @@ class Loaded:
     pods: dict[tuple[str, str], dict] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     shift_seconds: float = 0.0
+    uids: dict[str, str] = field(default_factory=dict)
+    """The snapshot's pod UIDs -> the server's (kernel text naming them is rewritten)."""
 
 
 def _objects(path: Path) -> list[dict]:
@@ -336,7 +338,7 @@ def load_snapshot(sim: Sim, path: str | Path, suffix: str, *, shift_to_now: bool
         node_labels["kubernetes.io/hostname"] = name
         sim.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": node_labels}})
         sim.node_status(name, o.get("status") or {})
-    uid_map: dict[str, str] = {}
+    uid_map = loaded.uids
     for o in objs:
         if o.get("kind") != "Pod":
             continue
