@@ -175,13 +175,19 @@ def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
         yield from _iter_documents(text, where)
     except InputError:
         raise
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
+        raise _input_error(err, where) from None
+
+
+def _input_error(err: Exception, where: str) -> InputError:
+    if isinstance(err, yaml.YAMLError):
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise InputError(f"{where}: not valid YAML or JSON{at}: {problem}") from None
-    except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise InputError(f"{where}: not a usable number: {str(err).split(';')[0]}") from None
+        return InputError(f"{where}: not valid YAML or JSON{at}: {problem}")
+    if isinstance(err, RecursionError):
+        return InputError(f"{where}: nested too deep")
+    return InputError(f"{where}: not a usable number: {str(err).split(';')[0]}")  # e.g. 5,000 digits
 
 
 _SCALAR_EV, _ALIAS_EV = yaml.ScalarEvent, yaml.AliasEvent
@@ -265,9 +271,33 @@ def _iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
             frame[1] = no_key
 
 
+POLICY_MAX_VALUES = 100_000
+"""Most values a policy file may stand for, its aliases expanded (a MemoryPolicy has ~50)."""
+
+
 def read_documents(text: str, where: str) -> list[Any]:
-    """Every object of YAML or JSON text, as :func:`iter_documents` reads them (a policy file)."""
-    return [obj for obj, _ in iter_documents(text, where)]
+    """Every object of a policy file. Unlike a snapshot it may use anchors and aliases, as
+    ``kubectl apply`` accepts them: libyaml's safe loader keeps an alias a shared reference, and
+    what the aliases expand to is counted once, bounded, before anything else walks it (as
+    Kubernetes' YAML decoding bounds it since CVE-2019-11253)."""
+    try:
+        docs = list(yaml.load_all(text, Loader=_CLoader or yaml.SafeLoader))
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
+        raise _input_error(err, where) from None
+    budget = POLICY_MAX_VALUES
+    stack: list[Any] = list(docs)
+    while stack:
+        value = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise InputError(f"{where}: stands for more than {POLICY_MAX_VALUES} values once its YAML "
+                             "aliases are expanded")
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return [obj for d, doc in enumerate(docs)
+            for obj, _ in _flatten(doc, where if d == 0 else f"{where} (document {d + 1})")]
 
 
 def load_files(paths: Iterable[str]) -> Snapshot:

@@ -202,6 +202,21 @@ def test_missing_file_and_bad_policy_exit_2(capsys, tmp_path):
     assert code == 2 and "spec.rules.overcommit.maxLimitsPercent" in err
 
 
+def test_policy_files_may_use_anchors_but_not_explode(capsys, tmp_path):
+    """kubectl accepts anchors in what it applies, so a policy file may share a selector; what its
+    aliases stand for is bounded (the billion laughs exit 2, fast)."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("apiVersion: memoryhygiene.io/v1alpha1\nkind: MemoryPolicy\nmetadata: {name: p}\n"
+                      "spec:\n  nodeSelector: &sel {matchLabels: {team: none}}\n  namespaceSelector: *sel\n")
+    code, r = audit_json(capsys, "seed003-limits-180-percent.yaml", "--policy", str(policy))
+    assert code == 0 and r["summary"]["evaluatedNodes"] == 0 and r["summary"]["evaluatedPods"] == 0
+    bomb = BILLION_LAUGHS.replace("kind: Pod\nmetadata: {name: p, namespace: d}\n",
+                                  "apiVersion: memoryhygiene.io/v1alpha1\nkind: MemoryPolicy\nmetadata: {name: p}\n")
+    policy.write_text(bomb)
+    code, _, err = audit(capsys, "-f", str(EXAMPLES / "seed003-limits-180-percent.yaml"), "--policy", str(policy))
+    assert code == 2 and "p.yaml" in err and "aliases are expanded" in err and len(err.splitlines()) == 1
+
+
 def test_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["audit", "-o", "xml"])
