@@ -249,10 +249,13 @@ def test_memory_pressure_eviction_names_the_evicted_pods(node, policy, apply, nk
         wait_for(lambda: "evict-hog" in evicted(), timeout=120, what="kubelet to evict the hog")
         msg = _pod(node, "evict-hog")["status"]["message"]
         assert "low on resource: memory" in msg
-        v = wait_for(lambda: _violations(node, "NodeMemoryPressure", realnode.NODE_NAME), timeout=60,
-                     what="NodeMemoryPressure")[0]
-        for name in evicted():
-            assert name in v["message"], (name, v["message"])
+
+        def naming_every_evicted_pod() -> dict | None:
+            found = _violations(node, "NodeMemoryPressure", realnode.NODE_NAME)
+            names = evicted()  # kubelet may evict more than the hog (the bystander, when the machine is busy)
+            return found[0] if found and all(n in found[0]["message"] for n in names) else None
+        v = wait_for(naming_every_evicted_pod, timeout=60, what="NodeMemoryPressure naming every evicted pod")
+        assert "evict-hog" in v["message"]
         n = _get(node, f"/api/v1/nodes/{realnode.NODE_NAME}")
         cond = next(c for c in n["status"]["conditions"] if c["type"] == "MemoryPressure")
         assert cond["status"] == "True"
