@@ -40,6 +40,13 @@ STATUS_WRITES = Counter(
 UNPARSED_OOM_EVENTS = Counter(
     "memory_hygiene_unparsed_oom_events_total", "OOM Events whose message held no kernel OOM line."
 )
+OOM_SKIPPED = Counter(
+    "memory_hygiene_oom_skipped_total",
+    "OOM Events not believed or cut, each counted once: reporter (source not among the policy's "
+    "reporters), namespace (not in default), future (dated past now + 120 s), kills_per_event (kills past "
+    "maxKillsPerEvent), incidents_per_node (a node's incidents past maxIncidentsPerNode).",
+    ["cause"],
+)
 WATCH_EVENTS = Counter(
     "memory_hygiene_watch_events_total", "Watch events handled, by resource.", ["resource"]
 )

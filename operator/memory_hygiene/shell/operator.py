@@ -12,6 +12,7 @@ Runnable as ``memory-hygiene run`` or as ``kopf run -m memory_hygiene.shell.oper
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import logging
 import os
@@ -26,7 +27,7 @@ import kopf
 from ..core import policy as P
 from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine
 from ..core.events import oom_event_info
-from ..core.rules import RULES, SILENT_OOM, Violation
+from ..core.rules import ALLOCATABLE_ABOVE_CAPACITY, RULES, SILENT_OOM, Violation
 from ..core.snapshot import node_info, pod_info
 from ..core.types import NodeInfo, OOMEventInfo, PodInfo
 from . import metrics, permissions
@@ -100,6 +101,16 @@ class Runtime:
         """Run as long as the operator does: /healthz fails when one has ended."""
         self.oneshots: list[asyncio.Task[Any]] = []
         self.session: ApiSession | None = None
+        self._once: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+
+    def once(self, key: tuple, keep: int = 50_000) -> bool:
+        """True the first time ``key`` is seen (of the last ``keep``): one warning, one count."""
+        if key in self._once:
+            return False
+        self._once[key] = None
+        if len(self._once) > keep:
+            self._once.popitem(last=False)
+        return True
 
     def mark(self, *buckets: str) -> None:
         now = time.monotonic()
@@ -320,6 +331,12 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
             metrics.UNPARSED_OOM_EVENTS.inc()
             log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
                         ev.message[:200])
+        for sk in state.engine.skipped:  # once over every policy and pass: a counter and one warning
+            if rt.once((sk.cause, sk.node, sk.event.uid if sk.event is not None else "")):
+                metrics.OOM_SKIPPED.labels(cause=sk.cause).inc()
+                what = (f"{sk.event.reason} event {sk.event.namespace}/{sk.event.name or sk.event.uid}"
+                        if sk.event is not None else "OOM incidents")
+                log.warning("%s on node %s: %s (%s; MemoryPolicy %s)", what, sk.node, sk.detail, sk.cause, state.name)
         announce_transitions(rt, state, list(state.engine.violations()) if whole else None, now, view,
                              backlog=first_pass)
 
@@ -340,6 +357,8 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
     assert state.engine is not None
     engine = state.engine
     s = engine.summary()
+    metrics.VIOLATIONS.labels(policy=state.name, rule=ALLOCATABLE_ABOVE_CAPACITY).set(
+        engine.count(ALLOCATABLE_ABOVE_CAPACITY))
     for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
                       (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
                       ("MissingMemoryLimit", "missingLimits")):
