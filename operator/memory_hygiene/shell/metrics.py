@@ -25,8 +25,14 @@ EVENTS_POSTED = Counter(
 )
 EVENTS_DROPPED = Counter(
     "memory_hygiene_events_dropped_total",
-    "Kubernetes Events not posted: object_rate_limit, queue_full or api_error.",
+    "Kubernetes Events not posted: object_rate_limit, queue_full, rejected (the API server refused it: "
+    "400/403/404/422) or api_error (still failing 15 minutes after the first try).",
     ["cause"],
+)
+EVENTS_RETRIED = Counter(
+    "memory_hygiene_events_retried_total",
+    "Event POSTs that failed and were queued to be tried again (with backoff, or at once when the API "
+    "server is seen back).",
 )
 RECONCILE_SECONDS = Histogram(
     "memory_hygiene_reconcile_duration_seconds",
