@@ -53,6 +53,11 @@ OOM_SKIPPED = Counter(
     "maxKillsPerEvent), incidents_per_node (a node's incidents past maxIncidentsPerNode).",
     ["cause"],
 )
+API_UNREACHABLE_SECONDS = Histogram(
+    "memory_hygiene_api_unreachable_seconds",
+    "From a reflector finding the API server unreachable (or not ready) to a probe finding it back.",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+)
 WATCH_EVENTS = Counter(
     "memory_hygiene_watch_events_total", "Watch events handled, by resource.", ["resource"]
 )

@@ -103,6 +103,7 @@ class Runtime:
         """Run as long as the operator does: /healthz fails when one has ended."""
         self.oneshots: list[asyncio.Task[Any]] = []
         self.session: ApiSession | None = None
+        self.reflectors: list[Reflector] = []
         self._once: collections.OrderedDict[tuple, None] = collections.OrderedDict()
         self.orphans_checked = False
         """Our "started" Events whose violation ended while no operator ran were resolved."""
@@ -122,6 +123,19 @@ class Runtime:
         for b in buckets:
             self.dirty.setdefault(b, now)
         self.changed.set()
+
+    def stale(self, grace: float = 1.0) -> list[str]:
+        """Why the caches are not up to date, for /readyz: the API server unreachable, or a
+        reflector whose watch failed and whose list again has not completed (for more than
+        ``grace`` seconds: a watch reopened at once is not worth a readiness flap)."""
+        now = time.monotonic()
+        out = []
+        if self.session is not None and self.session.down_since is not None:
+            out.append(f"the API server does not answer (for {now - self.session.down_since:.0f}s)")
+        for r in self.reflectors:
+            if r.stale_since is not None and now - r.stale_since > grace:
+                out.append(f"{r.resource} not updated for {now - r.stale_since:.0f}s")
+        return out
 
     def pod_exists(self, uid: str) -> bool:
         return uid in self.stores["pods"].where
@@ -517,9 +531,11 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     n = await rt.sink.preload()
     logger.info("found %d events posted by earlier runs", n)
     rt.session = ApiSession()
+    sink = rt.sink
+    rt.session.on_up.append(sink.retry_now)  # failed Event POSTs go again as soon as it answers
     chunk = int(os.environ.get("MEMORY_HYGIENE_CHUNK_SIZE", "500"))
     watch_list = os.environ.get("MEMORY_HYGIENE_WATCH_LIST", "true").lower() not in ("0", "false", "no", "off")
-    refl = reflectors(rt, rt.session, chunk, watch_list)
+    refl = rt.reflectors = reflectors(rt, rt.session, chunk, watch_list)
     for r in refl:
         rt.tasks.append(asyncio.create_task(r.run(), name=f"memory-hygiene reflector {r.resource}"))
 
