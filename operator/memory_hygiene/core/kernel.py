@@ -98,20 +98,21 @@ class OOMKill(NamedTuple):
     and nothing is attributed from it. ``task_memcg``/``oom_memcg`` are then None."""
 
 
-# Terminal escape sequences (ECMA-48 CSI and OSC, and two-character ESC sequences), then every
-# other control character (C0, DEL, C1) and the Unicode bidirectional overrides and isolates
-# (which reorder what a terminal shows: CVE-2021-42574). A kernel comm may hold any byte but
-# NUL (prctl(PR_SET_NAME)); /dev/kmsg escapes them as \\xNN, other log paths may not.
+# Terminal escape sequences (ECMA-48 CSI and OSC, and two-character ESC sequences) go whole;
+# then every character Python does not call printable: controls (C0, DEL, C1), format
+# characters (zero-width, bidi overrides and isolates, which reorder what a terminal shows:
+# CVE-2021-42574), line and paragraph separators, surrogates, unassigned code points. A kernel
+# comm may hold any byte but NUL (prctl(PR_SET_NAME)); /dev/kmsg escapes them as \\xNN, other
+# log paths may not.
 _ESCAPE_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])")
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def clean_text(text: str) -> str:
-    """``text`` without terminal escape sequences, control characters or bidi overrides: what
+    """``text`` without terminal escape sequences or anything unprintable (a space stays): what
     is copied out of kernel text (process names, cgroup paths) into status and Events."""
-    if text.isprintable() and text.isascii():
+    if text.isprintable():
         return text
-    return _CONTROL_RE.sub("", _ESCAPE_RE.sub("", text))
+    return "".join(ch for ch in _ESCAPE_RE.sub("", text) if ch.isprintable())
 
 
 def canonical_memcg(path: str) -> bool:
