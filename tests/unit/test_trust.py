@@ -226,3 +226,15 @@ def test_incidents_per_node_are_capped_newest_kept():
     [sk] = r.skipped
     assert (sk.cause, sk.node, sk.event) == ("incidents_per_node", "n1", None)
     assert len(run(events, pods=[]).oom_kills) == 50  # under the default cap
+
+
+def test_the_reporter_is_read_from_new_style_events_too():
+    """A core/v1 Event from a newer recorder names its reporter in reportingComponent."""
+    ev = oom_event_info({
+        "kind": "Event", "metadata": {"name": "k", "namespace": "default", "uid": "k"},
+        "involvedObject": {"kind": "Node", "name": "n1"}, "reason": "SystemOOM", "source": {},
+        "reportingComponent": "kubelet", "message": "System OOM encountered, victim process: java, pid: 4242",
+        "firstTimestamp": T, "lastTimestamp": T,
+    })
+    assert ev.source == "kubelet"
+    assert len(run([ev]).oom_kills) == 1

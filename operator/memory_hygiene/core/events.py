@@ -62,7 +62,8 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
         last_time=last,
         count=count,
         source=_str(event, source.get("component"), "source.component")
-        or _str(event, event.get("reportingController"), "reportingController"),
+        or _str(event, event.get("reportingComponent"), "reportingComponent")  # core/v1, new recorders
+        or _str(event, event.get("reportingController"), "reportingController"),  # events.k8s.io/v1
         name=name,
         namespace=_str(event, meta.get("namespace"), "metadata.namespace"),
     )

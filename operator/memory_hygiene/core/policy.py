@@ -121,7 +121,7 @@ class MissingRequestsRule(_Model):
 
 
 KNOWN_REPORTERS = ("kernel-monitor", "memory-hygiene-node-agent", "kubelet")
-"""source.component (or reportingController) of the OOM reporters believed by default:
+"""source.component (or reportingComponent, reportingController) of the OOM reporters believed by default:
 node-problem-detector's kernel monitor (config/kernel-monitor.json ``"source":
 "kernel-monitor"``), memory-hygiene's node agent (``shell/node_agent.py`` COMPONENT) and kubelet
 (SystemOOM, pkg/kubelet/oom/oom_watcher_linux.go: component ``kubelet``)."""
@@ -162,7 +162,7 @@ class SilentOOMRule(_Model):
         default=list(KNOWN_REPORTERS),
         min_length=1,
         max_length=64,
-        description="OOM Events count only when their source.component (or reportingController) is one "
+        description="OOM Events count only when their source.component (or reportingComponent/Controller) is one "
         "of these, and they are in namespace default, where the reporters post about Nodes: "
         "node-problem-detector's kernel-monitor, memory-hygiene's node agent and kubelet (SystemOOM) "
         "by default. \"*\" believes any source. Whoever may create Events in default can still "
