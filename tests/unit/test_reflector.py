@@ -309,12 +309,14 @@ def test_read_once_raises_what_the_server_said():
     asyncio.run(go())
 
 
-def test_back_within_a_second_of_the_api_server_and_stale_meanwhile():
+@pytest.mark.parametrize("watch_list", [False, True])
+def test_back_within_a_second_of_the_api_server_and_stale_meanwhile(watch_list):
     """The API server goes away for ~4 s, long enough for the backoff to grow to 4 s: the cache
     is stale meanwhile (what /readyz reports), and lists again within a second of the server's
-    return, because a probe watches for it."""
+    return, because a probe watches for it. Paged LISTs, or the watch list (whose stream goes
+    on watching after the initial state: fresh again at its end bookmark)."""
     async def go():
-        api = FakeApi([[pod("a", "n1", 1)], [pod("a", "n1", 1), pod("b", "n1", 2)]], [[]])
+        api = StreamingApi([pod("a", "n1", 1)], after=[])
         api.watches = []  # every watch stays open and quiet until the server goes
         app = web.Application()
         app.router.add_get("/api/v1/pods", api.handle)
@@ -331,7 +333,7 @@ def test_back_within_a_second_of_the_api_server_and_stale_meanwhile():
         port = site._server.sockets[0].getsockname()[1]
         session = session_for(f"http://127.0.0.1:{port}")
         store = Buckets()
-        refl = Reflector(session, "/api/v1/pods", store=store, chunk=0,
+        refl = Reflector(session, "/api/v1/pods", store=store, chunk=0, watch_list=watch_list,
                          convert=lambda o: (o["spec"]["nodeName"], o["metadata"]["uid"]),
                          on_change=lambda old, new: None)
         task = asyncio.create_task(refl.run())
@@ -341,6 +343,7 @@ def test_back_within_a_second_of_the_api_server_and_stale_meanwhile():
         await until(lambda: session.down_since is not None and refl.stale_since is not None)
         await asyncio.sleep(4.0)
         restarts_meanwhile = refl.stale_since
+        api.snapshots = [[pod("a", "n1", 1), pod("b", "n1", 2)]]  # what changed meanwhile
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()

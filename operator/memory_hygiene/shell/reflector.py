@@ -308,6 +308,7 @@ class Reflector:
                         self._forget_unseen(seen)
                         initial, seen = False, set()
                         self.synced.set()
+                        self.stale_since = None  # up to date, and watching on
                         if then_stop:
                             return rv
                     continue
