@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from .kernel import clean_text
 from .policy import KNOWN_REPORTERS  # noqa: F401 - re-exported: where the reporters are read
 from .resources import mapping
@@ -65,5 +67,5 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
         or _str(event, event.get("reportingComponent"), "reportingComponent")  # core/v1, new recorders
         or _str(event, event.get("reportingController"), "reportingController"),  # events.k8s.io/v1
         name=name,
-        namespace=_str(event, meta.get("namespace"), "metadata.namespace"),
+        namespace=sys.intern(_str(event, meta.get("namespace"), "metadata.namespace")),  # "default", shared
     )
