@@ -51,6 +51,9 @@ def _audit(args: argparse.Namespace) -> int:
             "skipped %s event %s on node %s: no kernel OOM line in its message %r",
             ev.reason, ev.uid, ev.node, ev.message[:200],
         )
+    for sk in report.skipped:
+        what = f"{sk.event.reason} event {sk.event.namespace}/{sk.event.name or sk.event.uid}" if sk.event else "OOM incidents"
+        logging.getLogger("memory_hygiene").warning("%s on node %s: %s (%s)", what, sk.node, sk.detail, sk.cause)
     if args.output == "json":
         json.dump(report.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

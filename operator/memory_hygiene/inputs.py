@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from .core.events import OOM_REASONS, oom_event_info
+from .core.rules import MAX_CLOCK_SKEW_SECONDS
 from .core.snapshot import MalformedObjectError, node_info, parse_time, pod_info
 from .core.types import NodeInfo, OOMEventInfo, PodInfo
 
@@ -67,6 +69,10 @@ class Snapshot:
             self._saw(_safe_time(cond.get("lastTransitionTime")))
 
     def _saw(self, t: float | None) -> None:
+        # A time past the wall clock (an Event dated 2999) did not date the snapshot: taking it
+        # for "now" would age every real kill out of the lookback and make that one current.
+        if t is not None and t > time.time() + MAX_CLOCK_SKEW_SECONDS:
+            return
         if t is not None and (self.newest_time is None or t > self.newest_time):
             self.newest_time = t
 

@@ -31,7 +31,9 @@ def test_sample_policies_are_accepted_with_defaults_filled(crd, kubectl):
     rules = json.loads(proc.stdout)["spec"]["rules"]
     # the API server applies the model's defaults: `kubectl get -o yaml` shows every setting in force
     assert rules["overcommit"] == {"enabled": True, "basis": "Allocatable", "maxLimitsPercent": 100}
-    assert rules["silentOOM"] == {"enabled": True, "correlationWindowSeconds": 60, "lookbackSeconds": 3600}
+    assert rules["silentOOM"] == {"enabled": True, "correlationWindowSeconds": 60, "lookbackSeconds": 3600,
+                                  "reporters": ["kernel-monitor", "memory-hygiene-node-agent", "kubelet"],
+                                  "maxKillsPerEvent": 500, "maxIncidentsPerNode": 1000}
     assert rules["missingRequests"] == {"enabled": True, "requireLimits": False}
 
 
@@ -82,7 +84,8 @@ def test_audit_of_the_live_cluster_equals_audit_of_the_file(cluster, seed, tmp_p
     loaded = load_snapshot(Sim(cluster.kubeconfig), EXAMPLES / seed, tag, labels={"mh-test": tag})
     sel = {"matchLabels": {"mh-test": tag}}
     policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_yaml("default", {"nodeSelector": sel, "namespaceSelector": sel}))
+    # two copies: one object twice would be written as a YAML anchor and alias, which audit refuses
+    policy.write_text(policy_yaml("default", {"nodeSelector": sel, "namespaceSelector": json.loads(json.dumps(sel))}))
     exe = str(Path(sys.executable).parent / "memory-hygiene")
     from_file = subprocess.run([exe, "audit", "-f", str(EXAMPLES / seed), "-o", "json"], capture_output=True,
                                text=True, timeout=60)

@@ -18,7 +18,7 @@ class FakeApi:
         self.events = {}
         self.calls = []
 
-    def create_namespaced_event(self, ns, body):
+    def create_namespaced_event(self, ns, body, **_):
         from kubernetes.client import ApiException
 
         key = (ns, body["metadata"]["name"])
@@ -27,18 +27,24 @@ class FakeApi:
             raise ApiException(status=409, reason="AlreadyExists")
         self.events[key] = dict(body)
 
-    def read_namespaced_event(self, name, ns):
+    def read_namespaced_event(self, name, ns, **_):
         from kubernetes.client import ApiException
 
         if (ns, name) not in self.events:
             raise ApiException(status=404, reason="NotFound")
         e = self.events[(ns, name)]
         ts = dt.datetime.fromisoformat(e["lastTimestamp"].replace("Z", "+00:00"))
-        return SimpleNamespace(count=e["count"], message=e["message"], last_timestamp=ts, first_timestamp=ts)
+        return SimpleNamespace(count=e["count"], message=e["message"], last_timestamp=ts, first_timestamp=ts,
+                               metadata=SimpleNamespace(annotations=dict(e["metadata"].get("annotations") or {})))
 
-    def patch_namespaced_event(self, name, ns, body):
+    def patch_namespaced_event(self, name, ns, body, **_):
         self.calls.append(("patch", (ns, name)))
-        self.events[(ns, name)].update(body)
+        e = self.events[(ns, name)]
+        meta = body.pop("metadata", None)
+        e.update(body)
+        if meta:  # a merge patch of the annotations
+            e["metadata"] = {**e["metadata"], "annotations": {**(e["metadata"].get("annotations") or {}),
+                                                               **meta["annotations"]}}
 
 
 POD = Target("v1", "Pod", "p", "uid-p", "ns")
@@ -205,5 +211,264 @@ def test_time_in_queue_and_posting_are_measured_per_queue():
         assert _hist_count(metrics.EVENT_QUEUE_SECONDS, queue="live") - live0 == 2
         assert _hist_count(metrics.EVENT_QUEUE_SECONDS, queue="backlog") - backlog0 == 1
         assert _hist_count(metrics.EVENT_POST_SECONDS) - posts0 == 3
+
+    run(go())
+
+
+# --- at least once (issue 13) --------------------------------------------------------------------
+
+
+class FlakyApi(FakeApi):
+    """The API server down (connection refused) while ``down``; ``lose_answer``: the next POST
+    is stored but its answer never arrives (a timeout after the server committed it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = False
+        self.lose_answer = 0
+        self.refuse = {}
+
+    def create_namespaced_event(self, ns, body, **kw):
+        from kubernetes.client import ApiException
+
+        if self.down:
+            raise ConnectionRefusedError("connection refused")
+        if body["metadata"]["namespace"] in self.refuse:
+            raise ApiException(status=self.refuse[body["metadata"]["namespace"]], reason="Forbidden")
+        super().create_namespaced_event(ns, body, **kw)
+        if self.lose_answer:
+            self.lose_answer -= 1
+            raise TimeoutError("read timed out")
+
+    def read_namespaced_event(self, name, ns, **kw):
+        if self.down:
+            raise ConnectionRefusedError("connection refused")
+        return super().read_namespaced_event(name, ns, **kw)
+
+
+async def wait_until(pred, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def pods(n):
+    return [Target("v1", "Pod", f"p{i}", f"u{i}", "ns") for i in range(n)]
+
+
+def test_events_failed_while_the_api_server_is_down_are_posted_once_when_it_is_back():
+    async def go():
+        api, clock = FlakyApi(), Clock()
+        retried0 = metrics.EVENTS_RETRIED._value.get()
+        sink = EventSink(api, "test", qps=0, clock=clock)
+        task = asyncio.create_task(sink.run())
+        api.down = True
+        for t in pods(20):
+            assert sink.announce(t, "id", "MissingMemoryRequest", "m", started=True)
+        await wait_until(lambda: len(sink.retries) == 20)
+        assert api.events == {} and sink.ledger == {}, "nothing counts as posted before the API server took it"
+        # said again meanwhile (the next pass): still one Event each
+        assert not any(sink.announce(t, "id", "MissingMemoryRequest", "m", started=True) for t in pods(20))
+        api.down = False
+        sink.retry_now()
+        await asyncio.wait_for(sink.drained(), 5)
+        assert len(api.events) == 20 and all(e["count"] == 1 for e in api.events.values())
+        assert metrics.EVENTS_RETRIED._value.get() - retried0 == 20
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(go())
+
+
+def test_failed_posts_back_off_and_go_out_without_being_told():
+    async def go(monkeypatch_first):
+        api = FlakyApi()
+        sink = EventSink(api, "test", qps=0, clock=Clock())
+        task = asyncio.create_task(sink.run())
+        api.down = True
+        sink.announce(POD, "id", "X", "m", started=True)
+        await wait_until(lambda: sink.retries and sink.retries[0][2].attempts >= 2, timeout=5)
+        api.down = False
+        await asyncio.wait_for(sink.drained(), 5)
+        assert len(api.events) == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    import memory_hygiene.shell.events as ev
+
+    first = ev.RETRY_FIRST_SECONDS
+    ev.RETRY_FIRST_SECONDS = 0.05
+    try:
+        run(go(None))
+    finally:
+        ev.RETRY_FIRST_SECONDS = first
+
+
+def test_a_post_whose_answer_was_lost_is_not_counted_twice():
+    async def go():
+        api = FlakyApi()
+        api.lose_answer = 1
+        sink = EventSink(api, "test", qps=0, clock=Clock())
+        task = asyncio.create_task(sink.run())
+        sink.announce(POD, "id", "X", "m", started=True)
+        await wait_until(lambda: sink.retries)
+        sink.retry_now()
+        await asyncio.wait_for(sink.drained(), 5)
+        [e] = api.events.values()
+        assert e["count"] == 1
+        assert [op for op, _ in api.calls] == ["create", "create"]  # the second got 409: it was there
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(go())
+
+
+def test_resolved_waits_for_its_started_and_a_flap_cancels_out():
+    async def go():
+        api, clock = FlakyApi(), Clock()
+        sink = EventSink(api, "test", qps=0, clock=clock)
+        task = asyncio.create_task(sink.run())
+        start, end = event_names(POD, "id")
+        api.down = True
+        assert sink.announce(POD, "id", "X", "started", started=True)
+        await wait_until(lambda: sink.retries)
+        clock.t += 1
+        assert sink.announce(POD, "id", "XResolved", "ended", started=False)  # waits behind the start
+        assert not sink.announce(POD, "id", "XResolved", "ended", started=False)
+        api.down = False
+        sink.retry_now()
+        await asyncio.wait_for(sink.drained(), 5)
+        creates = [key[1] for op, key in api.calls if op == "create"]
+        assert creates == [start, end], "the start lands first"
+        # down again: ended -> started -> ended -> started while nothing can be posted
+        api.down = True
+        clock.t += 1
+        assert sink.announce(POD, "id", "X", "again", started=True)
+        await wait_until(lambda: sink.retries)
+        assert sink.announce(POD, "id", "XResolved", "ended", started=False)
+        assert not sink.announce(POD, "id", "X", "again", started=True)  # cancels the waiting Resolved
+        api.down = False
+        sink.retry_now()
+        await asyncio.wait_for(sink.drained(), 5)
+        assert api.events[("ns", start)]["count"] == 2 and api.events[("ns", end)]["count"] == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(go())
+
+
+def test_a_refused_post_is_dropped_and_counted_and_a_hopeless_one_given_up():
+    async def go():
+        api = FlakyApi()
+        api.refuse = {"gone": 404}
+        rejected0 = metrics.EVENTS_DROPPED.labels(cause="rejected")._value.get()
+        sink = EventSink(api, "test", qps=0, clock=Clock())
+        task = asyncio.create_task(sink.run())
+        sink.announce(Target("v1", "Pod", "p", "u", "gone"), "id", "X", "m", started=True)
+        await asyncio.wait_for(sink.drained(), 5)
+        assert metrics.EVENTS_DROPPED.labels(cause="rejected")._value.get() - rejected0 == 1
+        assert sink.retries == [] and api.events == {}
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+        errors0 = metrics.EVENTS_DROPPED.labels(cause="api_error")._value.get()
+        api.down = True
+        sink = EventSink(api, "test", qps=0, clock=Clock(), give_up_seconds=0.0)
+        task = asyncio.create_task(sink.run())
+        sink.announce(POD, "id", "X", "m", started=True)
+        await asyncio.wait_for(sink.drained(), 5)
+        assert metrics.EVENTS_DROPPED.labels(cause="api_error")._value.get() - errors0 == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(go())
+
+
+def test_preload_finds_open_started_events_with_their_violation():
+    async def go():
+        api, clock = FakeApi(), Clock()
+        sink = EventSink(api, "test", qps=0, clock=clock)
+        key = ("MissingMemoryRequest", "Pod", "ns", "p", "c", "")
+        sink.announce(POD, "\0".join(key), "MissingMemoryRequest", "m", started=True)
+        other = ("NodeOvercommitted", "Node", "", "n", "", "")
+        sink.announce(NODE, "\0".join(other), "NodeOvercommitted", "m", started=True)
+        await drain(sink)
+        clock.t += 5
+        sink.announce(NODE, "\0".join(other), "NodeOvercommittedResolved", "ok", started=False)
+        await drain(sink)
+        restarted = EventSink(api, "test", qps=0, clock=clock)
+        api.list_event_for_all_namespaces = lambda **kw: SimpleNamespace(data=__import__("json").dumps(
+            {"items": [{**e} for e in api.events.values()], "metadata": {}}))  # metadata inside each
+        assert await restarted.preload() == 3
+        start, _ = event_names(POD, "\0".join(key))
+        assert set(restarted.open) == {("ns", start), ("default", event_names(NODE, "\0".join(other))[0])}
+        assert restarted.open[("ns", start)].key == key and restarted.open[("ns", start)].target == POD
+        assert restarted.still_open(("ns", start))
+        assert not restarted.still_open(("default", event_names(NODE, "\0".join(other))[0])), "resolved already"
+
+    run(go())
+
+
+def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
+    """Ten SIGKILLs during churn left "started" Events whose violation ended while no operator
+    ran: the restarted operator resolves those (on the object and on the policy), once every
+    policy had its first pass, and leaves the ones still going, the OOM kills and deleted objects."""
+    from memory_hygiene.core.engine import PolicyEngine
+    from memory_hygiene.core.policy import parse_spec
+    from memory_hygiene.shell import operator as op
+
+    async def go():
+        api, clock = FakeApi(), Clock()
+        policy = Target("memoryhygiene.io/v1alpha1", "MemoryPolicy", "pol", "uid-pol")
+        gone_pod = Target("v1", "Pod", "deleted", "uid-deleted", "ns")
+        keys = {
+            "ended": ("MissingMemoryRequest", "Pod", "ns", "p", "c", ""),
+            "going": ("MissingMemoryRequest", "Pod", "ns", "p", "d", ""),
+            "oom": ("SilentOOMKill", "Pod", "ns", "p", "c", "n/1/2"),
+            "deleted": ("MissingMemoryRequest", "Pod", "ns", "deleted", "c", ""),
+        }
+        first = EventSink(api, "before", qps=0, clock=clock)
+        for what, key in keys.items():
+            target = gone_pod if what == "deleted" else POD
+            first.announce(target, "\0".join(key), key[0], "m", started=True)
+            first.announce(policy, "\0".join(key), key[0], "m", started=True)
+        await drain(first)
+        assert len(api.events) == 8
+        clock.t += 60  # SIGKILL; the violation "ended" ends meanwhile; then a new operator
+
+        rt = op.Runtime()
+        rt.sink = EventSink(api, "after", qps=0, clock=clock)
+        api.list_event_for_all_namespaces = lambda **kw: SimpleNamespace(data=__import__("json").dumps(
+            {"items": list(api.events.values()), "metadata": {}}))
+        await rt.sink.preload()
+        assert len(rt.sink.open) == 8
+        rt.custom = SimpleNamespace(list_cluster_custom_object=lambda *a, **kw: {"items": [{"metadata": {"uid": "uid-pol"}}]})
+        from memory_hygiene.core.types import PodInfo
+
+        rt.stores["pods"].put("uid-p", "n", PodInfo("uid-p", "ns", "p", "n", "Running", (), "Burstable", 0, None, (), "", ""))
+        assert await op.resolve_orphans(rt) == 0 and not rt.orphans_checked, "the policy was not evaluated yet"
+        state = op.PolicyState(name="pol", uid="uid-pol", generation=1, engine=PolicyEngine("pol", parse_spec({})))
+        state.active = {keys["going"]: 1.0, keys["oom"]: 1.0}
+        state.evaluated = True
+        rt.policies["pol"] = state
+        rt._orphans_tried = float("-inf")
+        assert await op.resolve_orphans(rt) == 3  # "ended" on the pod and the policy; "deleted" on the policy
+        assert rt.orphans_checked and rt.sink.open == {}
+        await drain(rt.sink)
+        ended = {key for key, e in api.events.items() if e["type"] == "Normal"}
+        assert ended == {("ns", event_names(POD, "\0".join(keys["ended"]))[1]),
+                         ("default", event_names(policy, "\0".join(keys["ended"]))[1]),
+                         ("default", event_names(policy, "\0".join(keys["deleted"]))[1])}
+        [resolved] = [e for e in api.events.values() if e["type"] == "Normal" and e["involvedObject"]["kind"] == "Pod"]
+        assert resolved["reason"] == "MissingMemoryRequestResolved"
+        assert resolved["message"] == "Pod ns/p container c no longer violates MissingMemoryRequest"
+        # a second operator (a rollout's overlap) doing the same posts nothing twice
+        again = op.Runtime()
+        again.sink = EventSink(api, "peer", qps=0, clock=clock)
+        await again.sink.preload()
+        again.custom, again.stores, again.policies = rt.custom, rt.stores, rt.policies
+        assert await op.resolve_orphans(again) == 0
 
     run(go())

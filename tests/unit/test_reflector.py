@@ -307,3 +307,105 @@ def test_read_once_raises_what_the_server_said():
         await runner.cleanup()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("watch_list", [False, True])
+def test_back_within_a_second_of_the_api_server_and_stale_meanwhile(watch_list):
+    """The API server goes away for ~4 s, long enough for the backoff to grow to 4 s: the cache
+    is stale meanwhile (what /readyz reports), and lists again within a second of the server's
+    return, because a probe watches for it. Paged LISTs, or the watch list (whose stream goes
+    on watching after the initial state: fresh again at its end bookmark)."""
+    async def go():
+        api = StreamingApi([pod("a", "n1", 1)], after=[])
+        api.watches = []  # every watch stays open and quiet until the server goes
+        app = web.Application()
+        app.router.add_get("/api/v1/pods", api.handle)
+        ready = {"ok": True}
+
+        async def readyz(_):
+            return web.Response(status=200 if ready["ok"] else 500, text="ok")
+
+        app.router.add_get("/readyz", readyz)
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=True)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        session = session_for(f"http://127.0.0.1:{port}")
+        store = Buckets()
+        refl = Reflector(session, "/api/v1/pods", store=store, chunk=0, watch_list=watch_list,
+                         convert=lambda o: (o["spec"]["nodeName"], o["metadata"]["uid"]),
+                         on_change=lambda old, new: None)
+        task = asyncio.create_task(refl.run())
+        await asyncio.wait_for(refl.synced.wait(), 5)
+        assert refl.stale_since is None and session.down_since is None
+        await runner.cleanup()  # the API server goes down
+        await until(lambda: session.down_since is not None and refl.stale_since is not None)
+        await asyncio.sleep(4.0)
+        restarts_meanwhile = refl.stale_since
+        api.snapshots = [[pod("a", "n1", 1), pod("b", "n1", 2)]]  # what changed meanwhile
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+        loop = asyncio.get_running_loop()
+        back = loop.time()
+        await until(lambda: "b" in store.where and refl.stale_since is None, timeout=10)
+        took = loop.time() - back
+        print(f"\n[cache listed again {took:.2f}s after the API server came back]")
+        assert took < 1.0, took
+        assert session.down_since is None and restarts_meanwhile is not None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+        await runner.cleanup()
+
+    asyncio.run(go())
+
+
+def test_a_refusal_backs_off_instead_of_probing():
+    """A 403 is not the API server away: no probe, the usual backoff (no hammering)."""
+    from memory_hygiene.shell.reflector import unreachable
+
+    assert not unreachable(ApiError("LIST: HTTP 403", 403))
+    assert unreachable(ApiError("LIST: HTTP 503", 503)) and unreachable(ApiError("x", 429))
+    assert unreachable(ConnectionRefusedError()) and unreachable(asyncio.TimeoutError())
+    assert not unreachable(ValueError("bad json"))
+
+
+def test_readyz_says_when_the_caches_are_stale():
+    from memory_hygiene.shell import operator as op
+    from memory_hygiene.shell.main import _http
+
+    async def go():
+        rt = op.Runtime()
+        fresh, stale = SimpleNamespace(resource="pods", stale_since=None), SimpleNamespace(resource="nodes",
+                                                                                          stale_since=None)
+        rt.reflectors = [fresh, stale]
+        rt.session = SimpleNamespace(down_since=None)
+        runner = await _http(rt, "127.0.0.1", 0)
+        port = runner.addresses[0][1]
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async def readyz():
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    return r.status, await r.text()
+
+            assert (await readyz())[0] == 503  # not filled yet
+            rt.ready.set()
+            assert await readyz() == (200, "ok\n")
+            import time
+
+            stale.stale_since = time.monotonic() - 12
+            status, text = await readyz()
+            assert status == 503 and "nodes not updated for 12s" in text, text
+            rt.session.down_since = time.monotonic() - 12
+            status, text = await readyz()
+            assert "the API server does not answer (for 12s)" in text
+            stale.stale_since = rt.session.down_since = None
+            assert (await readyz())[0] == 200
+            stale.stale_since = time.monotonic()  # a watch reopened at once: no flap
+            assert (await readyz())[0] == 200
+        await runner.cleanup()
+
+    asyncio.run(go())

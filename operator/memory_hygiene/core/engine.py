@@ -23,6 +23,7 @@ from .rules import (
     NodeReport,
     OOMIncident,
     Report,
+    Skipped,
     Violation,
     evaluate_node,
     evaluate_oom,
@@ -57,6 +58,8 @@ class BucketResult:
     evaluated_pods: int
     unparsed: tuple[OOMEventInfo, ...]
     has_oom_events: bool
+    skipped: tuple[Skipped, ...] = ()
+    """OOM Events not believed, kills and incidents past the caps (rules.Skipped)."""
     expires: float | None = None
     """When an OOM event of this bucket leaves the lookback (the result then changes with time
     alone, so the bucket is evaluated again); None when nothing here ages."""
@@ -82,13 +85,14 @@ def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: f
     events = list(view.events_on(name)) if name != UNSCHEDULED else []
     incidents: list[OOMIncident] = []
     unparsed: list[OOMEventInfo] = []
+    skipped: list[Skipped] = []
     expires = None
     if events and (selected_node or (node is None and spec.node_selector is None)):
         expires = _next_expiry(spec, events, now)
         nodes = {name: node} if node is not None else {}
         by_uid = {p.uid: p for p in pods}
         by_uid.update((p.kubelet_uid, p) for p in pods if p.kubelet_uid)  # static pods' cgroups
-        incidents, oom_violations, unparsed = evaluate_oom(
+        incidents, oom_violations, unparsed, skipped = evaluate_oom(
             spec, events, nodes, {name: pods}, by_uid, now, view.namespaces,
             before.oom_kills if before is not None else (),
         )
@@ -101,6 +105,7 @@ def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: f
         unparsed=tuple(unparsed),
         has_oom_events=bool(events),
         expires=expires,
+        skipped=tuple(skipped),
     )
 
 
@@ -129,6 +134,8 @@ class PolicyEngine:
     results: dict[str, BucketResult] = field(default_factory=dict)
     changed: dict[str, tuple[BucketResult | None, BucketResult | None]] = field(default_factory=dict)
     """The last refresh's buckets whose result changed: bucket -> (before, after); None is none."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """What the last refresh newly skipped (rules.Skipped): to count and log once."""
     _counts: dict[str, int] = field(default_factory=dict)
     _worst: list[Violation] | None = None
     _worst_n: int = 0
@@ -142,12 +149,15 @@ class PolicyEngine:
             names = set(dirty) | {n for n, r in self.results.items() if r.expires is not None and r.expires < now}
         unparsed: list[OOMEventInfo] = []
         self.changed = {}
+        self.skipped = []
         for name in names:
             before = self.results.get(name)
             result: BucketResult | None = evaluate_bucket(self.spec, name, view, now, before)
             assert result is not None
             if result.unparsed and (before is None or before.unparsed != result.unparsed):
                 unparsed.extend(e for e in result.unparsed if before is None or e not in before.unparsed)
+            if result.skipped and (before is None or before.skipped != result.skipped):
+                self.skipped.extend(s for s in result.skipped if before is None or s not in before.skipped)
             if result.node is None and not result.violations and not result.oom_kills and not result.evaluated_pods \
                     and not result.has_oom_events:
                 self.results.pop(name, None)
@@ -214,6 +224,10 @@ class PolicyEngine:
     def nodes(self) -> list[NodeReport]:
         return sorted((r.node for r in self.results.values() if r.node is not None), key=lambda n: n.name)
 
+    def count(self, rule: str) -> int:
+        """Current violations of one rule."""
+        return self._counts.get(rule, 0)
+
     def summary(self) -> dict[str, int]:
         c = self._counts
         return {
@@ -274,4 +288,5 @@ def evaluate(
         evaluated_nodes=summary["evaluatedNodes"],
         evaluated_pods=summary["evaluatedPods"],
         unparsed_events=unparsed,
+        skipped=list(engine.skipped),
     )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
+from .kernel import clean_text
+from .policy import KNOWN_REPORTERS  # noqa: F401 - re-exported: where the reporters are read
 from .resources import mapping
 from .snapshot import MalformedObjectError, _str, _time
 from .types import OOMEventInfo
 
 OOM_REASONS = ("OOMKilling", "SystemOOM")
-"""Event reasons that report a kernel OOM kill. OOMKilling is accepted from any source."""
+"""Event reasons that report a kernel OOM kill. Which sources a policy believes is its own
+setting (``rules.silentOOM.reporters``, checked in ``rules.py``)."""
+
+REPORTER_NAMESPACES = ("default", "")
+"""Where the reporters post their Node Events (client-go's recorder puts an Event about a
+cluster-scoped object in ``default``); "" for a hand-written file without a namespace."""
 
 
 def oom_event_info(event: dict) -> OOMEventInfo | None:
@@ -28,6 +37,7 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
     node = _str(event, involved.get("name"), f"{field}.name") if involved.get("kind") == "Node" else ""
     node = (node or _str(event, source.get("host"), "source.host")
             or _str(event, event.get("reportingInstance"), "reportingInstance"))
+    node = clean_text(node)
     if not node:
         return None
     created = _time(event, meta.get("creationTimestamp"), "metadata.creationTimestamp")
@@ -54,6 +64,8 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
         last_time=last,
         count=count,
         source=_str(event, source.get("component"), "source.component")
-        or _str(event, event.get("reportingController"), "reportingController"),
+        or _str(event, event.get("reportingComponent"), "reportingComponent")  # core/v1, new recorders
+        or _str(event, event.get("reportingController"), "reportingController"),  # events.k8s.io/v1
         name=name,
+        namespace=sys.intern(_str(event, meta.get("namespace"), "metadata.namespace")),  # "default", shared
     )

@@ -54,12 +54,14 @@ patterns are searched for anywhere in a line.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal, NamedTuple
 
 Scope = Literal["memcg", "global", "system"]
 
-__all__ = ["OOMKill", "Scope", "parse_memcg_path", "parse_oom_text"]
+__all__ = ["OOMKill", "Scope", "canonical_memcg", "clean_text", "parse_memcg_path", "parse_oom_text",
+           "parse_oom_text_capped"]
 
 
 class OOMKill(NamedTuple):
@@ -90,6 +92,38 @@ class OOMKill(NamedTuple):
     """Pod UID from the victim's cgroup (:func:`parse_memcg_path`)."""
     container_id: str | None
     """Container ID (no ``containerd://`` scheme) from the victim's cgroup."""
+    bad_memcg: str | None = None
+    """A memcg path the text gave that is not canonical (``..``, ``.``, empty segments, not
+    absolute): the kernel never prints one (``cgroup_path()``), so it is refused, not normalized,
+    and nothing is attributed from it. ``task_memcg``/``oom_memcg`` are then None."""
+
+
+# Terminal escape sequences (ECMA-48 CSI and OSC, and two-character ESC sequences) go whole;
+# then every character Python does not call printable: controls (C0, DEL, C1), format
+# characters (zero-width, bidi overrides and isolates, which reorder what a terminal shows:
+# CVE-2021-42574), line and paragraph separators, surrogates, unassigned code points. A kernel
+# comm may hold any byte but NUL (prctl(PR_SET_NAME)); /dev/kmsg escapes them as \\xNN, other
+# log paths may not.
+_ESCAPE_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without terminal escape sequences or anything unprintable (a space stays): what
+    is copied out of kernel text (process names, cgroup paths) into status and Events."""
+    if text.isprintable():
+        return text
+    return "".join(ch for ch in _ESCAPE_RE.sub("", text) if ch.isprintable())
+
+
+def canonical_memcg(path: str) -> bool:
+    """A cgroup path as the kernel prints it (``cgroup_path()``): absolute, no empty, ``.`` or
+    ``..`` segment (a trailing ``/`` is let pass), nothing unprintable. Anything else was not
+    printed by a kernel and is refused, never normalized: ``/kubepods/podA/../podB`` must not
+    be read as pod B's cgroup."""
+    if not isinstance(path, str) or not path.startswith("/") or not path.isprintable():
+        return False
+    inner = path[1:-1] if path.endswith("/") else path[1:]
+    return inner == "" or all(seg not in ("", ".", "..") for seg in inner.split("/"))
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -167,11 +201,14 @@ def parse_memcg_path(path: str) -> tuple[str | None, str | None]:
     runtime's 64-hex id, None for a pod-level cgroup. Anything before the ``kubepods`` level
     (``/kubelet.slice/...`` on kind, the kind node's own container cgroup on the host, a
     ``--cgroup-root``) and anything below the container level (a cgroup the container made
-    for itself) is ignored.
+    for itself) is ignored. A path that is not canonical (:func:`canonical_memcg`) names nothing.
     """
     if not isinstance(path, str):
         return None, None
-    segments = [s for s in path.strip().split("/") if s]
+    path = path.strip()
+    if not canonical_memcg(path):
+        return None, None
+    segments = [s for s in path.split("/") if s]
     under_kubepods = False
     for i, segment in enumerate(segments):
         if segment.count(":") == 2:
@@ -320,18 +357,27 @@ class _Kill:
         self.uid = self.uid if self.uid is not None else uid
 
     def result(self) -> OOMKill:
-        pod_uid, container_id = parse_memcg_path(self.task_memcg) if self.task_memcg else (None, None)
-        if pod_uid is None and self.scope == "memcg" and self.oom_memcg:
+        task_memcg, oom_memcg = (_strip(self.task_memcg), _strip(self.oom_memcg))
+        bad = next((p for p in (task_memcg, oom_memcg) if p is not None and not canonical_memcg(p)), None)
+        if bad is not None:  # one forged path discredits both: nothing is attributed from them
+            task_memcg = oom_memcg = None
+            bad = clean_text(bad)[:256]
+        pod_uid, container_id = parse_memcg_path(task_memcg) if task_memcg else (None, None)
+        if pod_uid is None and self.scope == "memcg" and oom_memcg:
             # A memcg OOM only ever picks a victim inside the OOMing cgroup's subtree
             # (mem_cgroup_out_of_memory -> mem_cgroup_scan_tasks), so a pod or container
             # named by oom_memcg holds the victim.
-            pod_uid, container_id = parse_memcg_path(self.oom_memcg)
+            pod_uid, container_id = parse_memcg_path(oom_memcg)
         return OOMKill(
-            pid=self.pid, process=self.process, scope=self.scope, oom_score_adj=self.adj,
+            pid=self.pid, process=clean_text(self.process), scope=self.scope, oom_score_adj=self.adj,
             anon_rss_bytes=self.anon, total_vm_bytes=self.vm, uid=self.uid,
-            task_memcg=self.task_memcg, oom_memcg=self.oom_memcg,
-            pod_uid=pod_uid, container_id=container_id,
+            task_memcg=task_memcg, oom_memcg=oom_memcg,
+            pod_uid=pod_uid, container_id=container_id, bad_memcg=bad,
         )
+
+
+def _strip(path: str | None) -> str | None:
+    return path.strip() if path is not None else None
 
 
 class _Context:
@@ -530,11 +576,38 @@ def parse_oom_text(text: str) -> list[OOMKill]:
     process ... or sacrifice child`` line counts as a kill on its own, unless the ``Killed
     process`` line after it names another pid (a child died in its place). Never raises.
     """
+    return list(parse_oom_text_capped(text, None)[0])
+
+
+_CACHED_TEXT = 8192
+"""Longer texts are parsed each time (the cache holds at most 1024 x 8 KiB)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str, max_kills: int | None) -> tuple[tuple[OOMKill, ...], bool]:
+    return _parse(text, max_kills)
+
+
+def _parse(text: str, max_kills: int | None) -> tuple[tuple[OOMKill, ...], bool]:
+    parser = _Parser()
+    capped = False
+    for line in text.splitlines():
+        parser.line(line)
+        if max_kills is not None and len(parser.kills) > max_kills:
+            capped = True  # the kill past the cap has begun: the ones before it are complete
+            break
+    kills = parser.kills[:max_kills] if capped else parser.kills
+    return tuple(k.result() for k in kills), capped
+
+
+def parse_oom_text_capped(text: str, max_kills: int | None) -> tuple[tuple[OOMKill, ...], bool]:
+    """The first ``max_kills`` kills of ``text`` (all when None), and whether there were more.
+
+    The text is read no further than the kill past the cap, so one Event holding thousands of
+    kill lines costs what the cap allows. Results are cached by text: every policy evaluating
+    the same Event (and every pass) shares one parse. Never raises."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", "replace")
     if not isinstance(text, str) or not text:
-        return []
-    parser = _Parser()
-    for line in text.splitlines():
-        parser.line(line)
-    return [k.result() for k in parser.kills]
+        return (), False
+    return _parse_cached(text, max_kills) if len(text) <= _CACHED_TEXT else _parse(text, max_kills)

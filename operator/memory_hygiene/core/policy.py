@@ -84,7 +84,7 @@ class Basis(str, Enum):
 
 
 class OvercommitRule(_Model):
-    """NodeOvercommitted: the finite memory limits of a node's pods add up past what it has."""
+    """NodeOvercommitted: the finite memory limits of a node's pods add up past what it has (and NodeAllocatableAboveCapacity: its allocatable exceeds its capacity)."""
 
     enabled: bool = Field(default=True, description="Report overcommitted nodes.")
     basis: Basis = Field(
@@ -120,6 +120,15 @@ class MissingRequestsRule(_Model):
     )
 
 
+KNOWN_REPORTERS = ("kernel-monitor", "memory-hygiene-node-agent", "kubelet")
+"""source.component (or reportingComponent, reportingController) of the OOM reporters believed by default:
+node-problem-detector's kernel monitor (config/kernel-monitor.json ``"source":
+"kernel-monitor"``), memory-hygiene's node agent (``shell/node_agent.py`` COMPONENT) and kubelet
+(SystemOOM, pkg/kubelet/oom/oom_watcher_linux.go: component ``kubelet``)."""
+
+ANY_REPORTER = "*"
+
+
 class SilentOOMRule(_Model):
     """SilentOOMKill: the kernel killed a process in a container that Kubernetes did not restart."""
 
@@ -148,6 +157,30 @@ class SilentOOMRule(_Model):
         ge=60,
         le=7 * 24 * 3600,
         description="OOM events older than this are no longer reported.",
+    )
+    reporters: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        default=list(KNOWN_REPORTERS),
+        min_length=1,
+        max_length=64,
+        description="OOM Events count only when their source.component (or reportingComponent/Controller) is one "
+        "of these, and they are in namespace default, where the reporters post about Nodes: "
+        "node-problem-detector's kernel-monitor, memory-hygiene's node agent and kubelet (SystemOOM) "
+        "by default. \"*\" believes any source. Whoever may create Events in default can still "
+        "post one naming a known reporter: restrict that with RBAC.",
+    )
+    max_kills_per_event: int = Field(
+        default=500,
+        ge=1,
+        le=100000,
+        description="Kills read from one Event at most; the rest of its message is left out, counted "
+        "(memory_hygiene_oom_skipped_total) and logged once.",
+    )
+    max_incidents_per_node: int = Field(
+        default=1000,
+        ge=1,
+        le=1000000,
+        description="OOM incidents kept per node within the lookback at most, the newest; older ones are "
+        "left out, counted (memory_hygiene_oom_skipped_total) and logged once.",
     )
 
     @model_validator(mode="after")
@@ -261,7 +294,7 @@ class ViolationStatus(_Model):
     """One violation, as the operator reports it."""
 
     rule: str = Field(description="SilentOOMKill, NodeMemoryPressure, NodeOvercommitted, "
-                      "MissingMemoryRequest or MissingMemoryLimit.")
+                      "NodeAllocatableAboveCapacity, MissingMemoryRequest or MissingMemoryLimit.")
     kind: str = Field(description="Pod or Node.")
     namespace: str | None = Field(default=None, description="The pod's namespace.")
     name: str = Field(description="The pod's or node's name.")

@@ -11,10 +11,10 @@ import datetime as _dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import kernel
-from .policy import Basis, MemoryPolicySpec
+from .policy import ANY_REPORTER, Basis, MemoryPolicySpec
 from .qos import expected_score
 from .selectors import matches
 from .types import ContainerInfo, NodeInfo, OOMEventInfo, PodInfo
@@ -24,8 +24,30 @@ MEMORY_PRESSURE = "NodeMemoryPressure"
 OVERCOMMITTED = "NodeOvercommitted"
 MISSING_REQUEST = "MissingMemoryRequest"
 MISSING_LIMIT = "MissingMemoryLimit"
-RULES = (SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, MISSING_REQUEST, MISSING_LIMIT)
+ALLOCATABLE_ABOVE_CAPACITY = "NodeAllocatableAboveCapacity"
+RULES = (SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, ALLOCATABLE_ABOVE_CAPACITY, MISSING_REQUEST, MISSING_LIMIT)
 """Every rule, most severe first: the order of ``violations``."""
+
+MAX_CLOCK_SKEW_SECONDS = 120.0
+"""An OOM Event dated further than this past ``now`` is not believed (a node's clock far
+ahead, or a forged date: an Event of the year 2999 would otherwise count for ever)."""
+
+REPORTER_NAMESPACES = ("default", "")
+"""Where the reporters post their Node Events (client-go's recorder puts an Event about a
+cluster-scoped object in ``default``); "" for a hand-written file without a namespace."""
+
+
+class Skipped(NamedTuple):
+    """An OOM Event (or a node's incidents) left out, and why: for a counter and one warning."""
+
+    cause: str
+    """"reporter" (source not among the policy's reporters), "namespace" (not in default),
+    "future" (dated past now + MAX_CLOCK_SKEW_SECONDS), "kills_per_event" (kills past
+    maxKillsPerEvent left out), "incidents_per_node" (incidents past maxIncidentsPerNode)."""
+    node: str
+    event: OOMEventInfo | None
+    detail: str
+
 
 GROUP_KILL_SECONDS = 1.0
 """Kills in the same container this close together are one incident (cgroup v2 memory.oom.group)."""
@@ -182,6 +204,8 @@ class Report:
     evaluated_pods: int = 0
     unparsed_events: list[OOMEventInfo] = field(default_factory=list)
     """OOM events whose message held no kernel OOM line we could read (logged, then skipped)."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """OOM Events not believed, kills and incidents past the caps (logged)."""
 
     def summary(self) -> dict[str, int]:
         return summarize(self.violations, self.oom_kills, self.evaluated_nodes, self.evaluated_pods)
@@ -269,6 +293,11 @@ def evaluate_node(
 
     rule = spec.rules.overcommit
     basis = node.allocatable if rule.basis is Basis.ALLOCATABLE else node.capacity
+    # Allocatable is capacity less reservations: above capacity it is wrong (a kubelet reporting
+    # nonsense, or a Node status written by someone else): compare with the smaller of the two.
+    impossible = node.allocatable is not None and node.capacity is not None and node.allocatable > node.capacity
+    if impossible:
+        basis = node.capacity
     if basis:
         percent: float | None = round(100.0 * limits / basis, 1)
         overcommitted: bool | None = limits * 100 > rule.max_limits_percent * basis
@@ -288,7 +317,7 @@ def evaluate_node(
     )
 
     violations: list[Violation] = []
-    basis_name = rule.basis.value.lower()
+    basis_name = "capacity" if impossible else rule.basis.value.lower()
     if rule.enabled and overcommitted:
         text = (
             f"memory limits of {live - without_limit} pods add up to {fmt_bytes(limits)}, "
@@ -298,6 +327,11 @@ def evaluate_node(
         if without_limit:
             text += f"; {without_limit} more pods have no memory limit and are not counted"
         violations.append(Violation(OVERCOMMITTED, "Node", None, node.name, None, text, node.uid))
+    if rule.enabled and impossible:
+        text = (f"memory allocatable {fmt_bytes(node.allocatable)} is more than capacity {fmt_bytes(node.capacity)}: "
+                "allocatable is capacity less kube-reserved, system-reserved and the eviction threshold, so the "
+                "node's status is wrong; limits are compared with its capacity")
+        violations.append(Violation(ALLOCATABLE_ABOVE_CAPACITY, "Node", None, node.name, None, text, node.uid))
     if spec.rules.memory_pressure.enabled and node.memory_pressure:
         text = "kubelet reports MemoryPressure"
         if node.pressure_message:
@@ -359,8 +393,23 @@ def _event_time(ev: OOMEventInfo) -> float | None:
     return ev.first_time if ev.first_time is not None else ev.last_time
 
 
+def _believed(ev: OOMEventInfo, reporters: Sequence[str], now: float | None) -> Skipped | None:
+    """Why an OOM Event is not believed, or None."""
+    if ev.namespace not in REPORTER_NAMESPACES:
+        return Skipped("namespace", ev.node, ev, f"in namespace {ev.namespace}, not default")
+    if ANY_REPORTER not in reporters and ev.source not in reporters:
+        return Skipped("reporter", ev.node, ev, f"source {ev.source[:64]!r} is not among the policy's reporters")
+    if now is not None:
+        newest = max((t for t in (ev.first_time, ev.last_time) if t is not None), default=None)
+        if newest is not None and newest > now + MAX_CLOCK_SKEW_SECONDS:
+            return Skipped("future", ev.node, ev, f"dated {fmt_time(newest)}, in the future")
+    return None
+
+
 def _kills_from_events(
-    events: Iterable[OOMEventInfo], since: float, window: float, unparsed: list[OOMEventInfo]
+    events: Iterable[OOMEventInfo], since: float, window: float, unparsed: list[OOMEventInfo],
+    skipped: list[Skipped] | None = None, reporters: Sequence[str] = (ANY_REPORTER,), now: float | None = None,
+    max_kills: int | None = None,
 ) -> list[_Kill]:
     """Every kill the events tell of, once, in the order the kernel printed them: the same pid
     on the same node reported twice within ``window`` (node-problem-detector and the node
@@ -373,10 +422,17 @@ def _kills_from_events(
         last = ev.last_time if ev.last_time is not None else ev.first_time
         if last is not None and last < since:
             continue
-        kills = kernel.parse_oom_text(ev.message)
+        why = _believed(ev, reporters, now)
+        if why is not None:
+            if skipped is not None:
+                skipped.append(why)
+            continue
+        kills, capped = kernel.parse_oom_text_capped(ev.message, max_kills)
         if not kills:
             unparsed.append(ev)
             continue
+        if capped and skipped is not None:
+            skipped.append(Skipped("kills_per_event", ev.node, ev, f"only the first {max_kills} kills were read"))
         t = _event_time(ev)
         for n, k in enumerate(kills):
             order = (ev.name or ev.uid, n)
@@ -513,7 +569,7 @@ def evaluate_oom(
     now: float,
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
     earlier: Iterable[OOMIncident] = (),
-) -> tuple[list[OOMIncident], list[Violation], list[OOMEventInfo]]:
+) -> tuple[list[OOMIncident], list[Violation], list[OOMEventInfo], list[Skipped]]:
     """OOM incidents within the lookback, and a SilentOOMKill violation for each silent one.
 
     ``nodes`` are the nodes the policy selects that we know of; an event about another node is
@@ -521,14 +577,19 @@ def evaluate_oom(
     ``earlier``: the incidents of the last evaluation. One that named a pod which has gone since
     (deleted after the kill, or completed and so no longer watched) is kept as it was: the
     victim is known, and judging its kill again without the pod would blame the node.
-    Returns (incidents, violations, unparsed events).
+    Only Events the policy believes count (``_believed``: in namespace default, from one of
+    ``rules.silentOOM.reporters``, not from the future); the kills of one Event and the
+    incidents of one node are capped. Returns (incidents, violations, unparsed events, what
+    was skipped).
     """
     rule = spec.rules.silent_oom
     if not rule.enabled:
-        return [], [], []
+        return [], [], [], []
     window = float(rule.correlation_window_seconds)
     unparsed: list[OOMEventInfo] = []
-    kills = _kills_from_events(events, now - rule.lookback_seconds, window, unparsed)
+    skipped: list[Skipped] = []
+    kills = _kills_from_events(events, now - rule.lookback_seconds, window, unparsed, skipped, rule.reporters, now,
+                               rule.max_kills_per_event)
 
     gone: dict[tuple[str, int], list[OOMIncident]] = defaultdict(list)
     for i in earlier:
@@ -553,6 +614,9 @@ def evaluate_oom(
             continue
         on_node = pods_by_node.get(k.node, ())
         attribution, pod, container, reason = _attribute(k, node, on_node, pods_by_uid)
+        if k.k.bad_memcg is not None:
+            refused = f"memcg path {k.k.bad_memcg!r} is not canonical: refused"
+            reason = f"{refused}; {reason}" if reason else refused
         if pod is not None and not pod_selected(spec, pod, namespaces):
             continue
         cinfo = next((c for c in pod.containers if c.name == container), None) if pod else None
@@ -606,8 +670,24 @@ def evaluate_oom(
             open_incident[gkey] = len(incidents)
         incidents.append(incident)
 
+    incidents = _cap_per_node(incidents, rule.max_incidents_per_node, skipped)
     violations = [_silent_violation(i, nodes.get(i.node)) for i in incidents if i.silent]
-    return incidents, violations, unparsed
+    return incidents, violations, unparsed, skipped
+
+
+def _cap_per_node(incidents: list[OOMIncident], cap: int, skipped: list[Skipped]) -> list[OOMIncident]:
+    """At most ``cap`` incidents per node, the newest (in their order)."""
+    per_node: dict[str, list[int]] = defaultdict(list)
+    for i, inc in enumerate(incidents):
+        per_node[inc.node].append(i)
+    drop: set[int] = set()
+    for node, idx in per_node.items():
+        if len(idx) > cap:
+            newest = sorted(idx, key=lambda i: (incidents[i].time or 0.0, i))[-cap:]
+            drop.update(set(idx) - set(newest))
+            skipped.append(Skipped("incidents_per_node", node, None,
+                                   f"more than {cap} incidents within the lookback: the newest {cap} kept"))
+    return [inc for i, inc in enumerate(incidents) if i not in drop] if drop else incidents
 
 
 def _merge_group_kill(first: OOMIncident, other: OOMIncident) -> OOMIncident:

@@ -105,3 +105,6 @@ class OOMEventInfo(NamedTuple):
     name: str = ""
     """metadata.name: node-problem-detector names its Events by creation time (``<node>.<hex
     nanoseconds>``), so among Events of one second the name gives the kernel's print order."""
+    namespace: str = ""
+    """metadata.namespace: reporters post Node Events in ``default``; elsewhere they are not
+    theirs (anyone who may create Events in a namespace of their own could post one)."""

@@ -18,10 +18,13 @@ import asyncio
 import collections
 import datetime as dt
 import hashlib
+import heapq
+import json
 import logging
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import metrics
@@ -66,15 +69,30 @@ class Announcement:
     queued: float = 0.0
     """When it was queued (time.monotonic())."""
     backlog: bool = False
+    identity: str = ""
+    """The violation's key joined with NUL (written on the Event as an annotation)."""
+    attempts: int = 0
+    """Failed POSTs so far."""
+    first_failure: float | None = None
+    """time.monotonic() of the first failed POST."""
 
 
 def _now_iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+POSTED_ANNOTATION = "memoryhygiene.io/posted"
+"""On our own Events: when this transition was last posted, in microseconds (lastTimestamp has
+whole seconds: a violation may end and start again within one)."""
+
+
 def _stamp(event: Any) -> float:
-    t = event.last_timestamp or event.first_timestamp
-    return t.timestamp() if t is not None else 0.0
+    annotations = getattr(getattr(event, "metadata", None), "annotations", None) or {}
+    try:
+        return float(annotations[POSTED_ANNOTATION])
+    except (KeyError, TypeError, ValueError):
+        t = event.last_timestamp or event.first_timestamp
+        return t.timestamp() if t is not None else 0.0
 
 
 def event_names(target: Target, identity: str) -> tuple[str, str]:
@@ -84,7 +102,38 @@ def event_names(target: Target, identity: str) -> tuple[str, str]:
     return f"{base}.mh{digest}s", f"{base}.mh{digest}e"
 
 
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+"""A failed POST is tried again after 1, 2, 4, ... up to 30 s (at once when the API server is
+seen back: ``retry_now``), under the same rate limits as a first POST."""
+GIVE_UP_SECONDS = 900.0
+"""An Event still failing this long after its first failure is dropped and counted."""
+PERMANENT = (400, 403, 404, 422)
+"""Refusals no retry changes (a namespace gone or terminating, an invalid body)."""
+VIOLATION_ANNOTATION = "memoryhygiene.io/violation"
+"""On our own Events: the violation's key (JSON list), so that after a restart a "started"
+Event whose violation is gone can be resolved with the right words."""
+REQUEST_TIMEOUT = 30
+_START_RE = re.compile(r".*\.mh[0-9a-f]{16}s")
+
+
+@dataclass(frozen=True)
+class Open:
+    """A "started" Event of ours found at startup: what is needed to resolve it."""
+
+    target: Target
+    reason: str
+    key: tuple[str, ...] | None
+    """The violation's key from the annotation; None on Events posted before it existed."""
+    end_name: str
+
+
 class EventSink:
+    """Queues Events and posts them at least once: an Event counts as posted only when the API
+    server accepted it (or already held it); a POST that fails is tried again with backoff, under
+    the same rate limits, for up to ``GIVE_UP_SECONDS``. While a transition's Event is not yet
+    posted, the opposite one waits behind it (so "started" never lands after its "ended")."""
+
     def __init__(
         self,
         api: Any,
@@ -94,6 +143,7 @@ class EventSink:
         qps: float = 50.0,
         queue_size: int = 10_000,
         clock: Callable[[], float] | None = None,
+        give_up_seconds: float = GIVE_UP_SECONDS,
     ) -> None:
         self.api = api
         self.instance = instance
@@ -101,13 +151,25 @@ class EventSink:
         self.clock = clock or time.time
         self.buckets = TokenBuckets(burst, refill_seconds)
         self.queue_size = queue_size
+        self.give_up_seconds = give_up_seconds
         self.live: collections.deque[Announcement] = collections.deque()
         self.backlog: collections.deque[Announcement] = collections.deque()
+        self.retries: list[tuple[float, int, Announcement]] = []
+        """A heap of (due, sequence, announcement): failed POSTs waiting to be tried again."""
+        self._retry_seq = 0
         self.in_flight = 0
         self._wakeup = asyncio.Event()
+        self._retry_wakeup = asyncio.Event()
         self._next_slot = 0.0
         self.ledger: dict[tuple[str, str], float] = {}
-        """(namespace, event name) -> when it was last posted."""
+        """(namespace, event name) -> when it was last posted (accepted by the API server)."""
+        self.unposted: dict[tuple[str, str], Announcement] = {}
+        """(namespace, event name) -> queued, in flight or waiting to be retried."""
+        self.blocked: dict[tuple[str, str], Announcement] = {}
+        """(namespace, pending event name) -> the opposite announcement, waiting for it."""
+        self.open: dict[tuple[str, str], Open] = {}
+        """Our "started" Events found at startup (``preload``): resolved by the operator once it
+        knows their violation is gone (``shell/operator.py`` resolve_orphans)."""
 
     # --- the ledger ------------------------------------------------------------------------
 
@@ -132,8 +194,17 @@ class EventSink:
         items = await asyncio.to_thread(list_all)
         for ev in items:
             meta = ev.get("metadata") or {}
-            t = parse_time(ev.get("lastTimestamp")) or parse_time(ev.get("firstTimestamp")) or 0.0
-            self.ledger[(meta.get("namespace", ""), meta.get("name", ""))] = t
+            ns, name = meta.get("namespace", ""), meta.get("name", "")
+            try:
+                t = float((meta.get("annotations") or {})[POSTED_ANNOTATION])
+            except (KeyError, TypeError, ValueError):
+                try:
+                    t = parse_time(ev.get("lastTimestamp")) or parse_time(ev.get("firstTimestamp")) or 0.0
+                except ValueError:
+                    t = 0.0
+            self.ledger[(ns, name)] = t
+            if _START_RE.fullmatch(name):
+                self.open[(ns, name)] = _open_of(ev, name)
         return len(items)
 
     def _announced(self, a: Announcement) -> bool:
@@ -142,6 +213,14 @@ class EventSink:
         other = self.ledger.get((ns, a.other_name))
         return mine is not None and (other is None or mine >= other)
 
+    def still_open(self, key: tuple[str, str]) -> bool:
+        """A "started" Event of the ledger is newer than its "ended" one, and none is pending."""
+        o = self.open.get(key)
+        if o is None or key in self.unposted or (key[0], o.end_name) in self.unposted:
+            return False
+        start, end = self.ledger.get(key), self.ledger.get((key[0], o.end_name))
+        return start is not None and (end is None or start > end)
+
     # --- announcing ------------------------------------------------------------------------
 
     def announce(self, target: Target, identity: str, reason: str, message: str, started: bool,
@@ -149,36 +228,89 @@ class EventSink:
         """Queue an Event for a transition; False when it was a duplicate or was dropped.
         ``backlog``: from a first evaluation, posted after what happens meanwhile."""
         start_name, end_name = event_names(target, identity)
+        return self.announce_named(target, start_name, end_name, reason, message, started, backlog, identity)
+
+    def announce_named(self, target: Target, start_name: str, end_name: str, reason: str, message: str,
+                       started: bool, backlog: bool = False, identity: str = "") -> bool:
         name, other = (start_name, end_name) if started else (end_name, start_name)
         a = Announcement(
             target, reason, "Warning" if started else "Normal", message[:MAX_MESSAGE], name, other,
-            time.monotonic(), backlog,
+            time.monotonic(), backlog, identity,
         )
-        if self._announced(a):
+        ns = target.event_namespace
+        key, okey = (ns, name), (ns, other)
+        if key in self.unposted:
+            # Said already, not yet posted. The opposite waiting behind it is cancelled: the
+            # violation ended and came back (or the reverse) before either Event went out.
+            self.blocked.pop(key, None)
             return False
-        if not self.buckets.allow(target.uid, self.clock()):
-            metrics.EVENTS_DROPPED.labels(cause="object_rate_limit").inc()
+        if okey in self.unposted:
+            if okey in self.blocked:  # this very transition waits already
+                return False
+            if not self._admit(a):
+                return False
+            self.blocked[okey] = a
+            return True
+        if self._announced(a) or not self._admit(a):
             return False
-        if len(self.live) + len(self.backlog) >= self.queue_size:
-            metrics.EVENTS_DROPPED.labels(cause="queue_full").inc()
-            return False
-        (self.backlog if backlog else self.live).append(a)
-        self._wakeup.set()
-        # Mark it now, so a second pass before the worker posts it does not queue it twice.
-        self.ledger[(target.event_namespace, name)] = self.clock()
+        self._enqueue(a)
         return True
 
+    def _admit(self, a: Announcement) -> bool:
+        if not self.buckets.allow(a.target.uid, self.clock()):
+            metrics.EVENTS_DROPPED.labels(cause="object_rate_limit").inc()
+            return False
+        if len(self.live) + len(self.backlog) + len(self.retries) + len(self.blocked) >= self.queue_size:
+            metrics.EVENTS_DROPPED.labels(cause="queue_full").inc()
+            return False
+        return True
+
+    def _enqueue(self, a: Announcement) -> None:
+        self.unposted[(a.target.event_namespace, a.name)] = a
+        (self.backlog if a.backlog else self.live).append(a)
+        self._wakeup.set()
+
+    def _done(self, a: Announcement) -> None:
+        """Posted, or given up: the opposite announcement waiting for it may go."""
+        key = (a.target.event_namespace, a.name)
+        self.unposted.pop(key, None)
+        waiting = self.blocked.pop(key, None)
+        if waiting is not None and not self._announced(waiting):
+            self._enqueue(waiting)
+
     def pending(self) -> int:
-        return len(self.live) + len(self.backlog) + self.in_flight
+        return len(self.live) + len(self.backlog) + self.in_flight + len(self.retries) + len(self.blocked)
 
     async def drained(self) -> None:
-        """Wait until everything queued was posted (or failed)."""
+        """Wait until everything queued was posted (or given up)."""
         while self.pending():
             await asyncio.sleep(0.01)
 
+    def retry_now(self) -> None:
+        """The API server is back: every failed POST is due now (still at the global rate)."""
+        if self.retries:
+            self.retries = [(0.0, seq, a) for _, seq, a in self.retries]
+            heapq.heapify(self.retries)
+            self._retry_wakeup.set()
+
     async def run(self, workers: int = 4) -> None:
         """Post queued Events with a few workers (the API calls block), at most ``qps`` a second."""
-        await asyncio.gather(*(self._worker() for _ in range(workers)))
+        await asyncio.gather(self._retrier(), *(self._worker() for _ in range(workers)))
+
+    async def _retrier(self) -> None:
+        """Moves failed POSTs back to the live queue when they are due."""
+        while True:
+            self._retry_wakeup.clear()
+            now = time.monotonic()
+            while self.retries and self.retries[0][0] <= now:
+                _, _, a = heapq.heappop(self.retries)
+                self.live.append(a)
+                self._wakeup.set()
+            timeout = self.retries[0][0] - now if self.retries else None
+            try:
+                await asyncio.wait_for(self._retry_wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
 
     async def _worker(self) -> None:
         interval = 1.0 / self.qps if self.qps > 0 else 0.0
@@ -198,25 +330,60 @@ class EventSink:
                     if slot > now:
                         await asyncio.sleep(slot - now)
                 posting = time.monotonic()
-                metrics.EVENT_QUEUE_SECONDS.labels(queue="backlog" if a.backlog else "live").observe(posting - a.queued)
-                await asyncio.to_thread(self._post, a)
+                if not a.attempts:
+                    metrics.EVENT_QUEUE_SECONDS.labels(queue="backlog" if a.backlog else "live").observe(
+                        posting - a.queued)
+                ns = a.target.event_namespace
+                # Strictly after the opposite Event: both may be posted within one clock tick.
+                stamp = max(self.clock(), self.ledger.get((ns, a.other_name), 0.0) + 1e-3)
+                await asyncio.to_thread(self._post, a, stamp)
                 metrics.EVENT_POST_SECONDS.observe(time.monotonic() - posting)
                 metrics.EVENTS_POSTED.labels(reason=a.reason).inc()
+                self.ledger[(ns, a.name)] = stamp
+                self._done(a)
             except Exception as err:  # noqa: BLE001 - an Event is not worth crashing for
-                metrics.EVENTS_DROPPED.labels(cause="api_error").inc()
-                log.warning("could not post %s event %s/%s: %s", a.reason, a.target.event_namespace, a.name, err)
+                self._failed(a, err)
             finally:
                 self.in_flight -= 1
 
-    def _post(self, a: Announcement) -> None:
+    def _failed(self, a: Announcement, err: Exception) -> None:
+        status = getattr(err, "status", None)
+        now = time.monotonic()
+        first = a.first_failure if a.first_failure is not None else now
+        if status in PERMANENT:
+            metrics.EVENTS_DROPPED.labels(cause="rejected").inc()
+            log.warning("the API server refused %s event %s/%s: %s", a.reason, a.target.event_namespace, a.name,
+                        _short(err))
+            self._done(a)
+        elif now - first >= self.give_up_seconds:
+            metrics.EVENTS_DROPPED.labels(cause="api_error").inc()
+            log.warning("gave up posting %s event %s/%s after %.0fs: %s", a.reason, a.target.event_namespace,
+                        a.name, now - first, _short(err))
+            self._done(a)
+        else:
+            delay = min(RETRY_FIRST_SECONDS * 2 ** a.attempts, RETRY_MAX_SECONDS)
+            metrics.EVENTS_RETRIED.inc()
+            if not a.attempts:
+                log.warning("could not post %s event %s/%s (trying again): %s", a.reason, a.target.event_namespace,
+                            a.name, _short(err))
+            self._retry_seq += 1
+            heapq.heappush(self.retries, (now + delay, self._retry_seq,
+                                          replace(a, attempts=a.attempts + 1, first_failure=first)))
+            self._retry_wakeup.set()
+
+    def _post(self, a: Announcement, stamp: float) -> None:
         from kubernetes.client import ApiException
 
-        now = _now_iso(self.clock())
+        now = _now_iso(stamp)
         ns = a.target.event_namespace
+        posted = f"{stamp:.6f}"
+        meta: dict[str, Any] = {"name": a.name, "namespace": ns, "annotations": {POSTED_ANNOTATION: posted}}
+        if a.identity:
+            meta["annotations"][VIOLATION_ANNOTATION] = json.dumps(a.identity.split("\0"))
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": a.name, "namespace": ns},
+            "metadata": meta,
             "involvedObject": a.target.involved(),
             "reason": a.reason,
             "message": a.message,
@@ -229,17 +396,18 @@ class EventSink:
             "count": 1,
         }
         try:
-            self.api.create_namespaced_event(ns, body)
+            self.api.create_namespaced_event(ns, body, _request_timeout=REQUEST_TIMEOUT)
             return
         except ApiException as err:
             if err.status != 409:
                 raise
         # The Event exists. Whoever posted it (this operator before a restart, or another replica
-        # during a rollout), the API server tells whether this is news: it is only if the opposite
-        # announcement came after it (the violation ended, and now started again).
-        old = self.api.read_namespaced_event(a.name, ns)
+        # during a rollout, or this one when the answer to its POST was lost), the API server
+        # tells whether this is news: it is only if the opposite announcement came after it (the
+        # violation ended, and now started again).
+        old = self.api.read_namespaced_event(a.name, ns, _request_timeout=REQUEST_TIMEOUT)
         try:
-            other = self.api.read_namespaced_event(a.other_name, ns)
+            other = self.api.read_namespaced_event(a.other_name, ns, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -248,5 +416,27 @@ class EventSink:
             return
         # It happened again: count it, as client-go's event correlator does.
         self.api.patch_namespaced_event(
-            a.name, ns, {"count": (old.count or 1) + 1, "lastTimestamp": now, "message": a.message}
+            a.name, ns, {"count": (old.count or 1) + 1, "lastTimestamp": now, "message": a.message,
+                         "metadata": {"annotations": {POSTED_ANNOTATION: posted}}},
+            _request_timeout=REQUEST_TIMEOUT,
         )
+
+
+def _short(err: Exception) -> str:
+    text = str(getattr(err, "reason", None) or err) if getattr(err, "status", None) else str(err)
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _open_of(ev: dict[str, Any], name: str) -> Open:
+    io = ev.get("involvedObject") or {}
+    target = Target(io.get("apiVersion") or "v1", io.get("kind") or "", io.get("name") or "", io.get("uid") or "",
+                    io.get("namespace") or None)
+    raw = ((ev.get("metadata") or {}).get("annotations") or {}).get(VIOLATION_ANNOTATION)
+    key: tuple[str, ...] | None = None
+    try:
+        parsed = json.loads(raw) if raw else None
+        if isinstance(parsed, list) and len(parsed) == 6 and all(isinstance(x, str) for x in parsed):
+            key = tuple(parsed)
+    except ValueError:
+        key = None
+    return Open(target, str(ev.get("reason") or ""), key, name[:-1] + "e")

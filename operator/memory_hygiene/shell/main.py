@@ -32,6 +32,9 @@ async def _http(rt: Any, host: str, port: int) -> Any:
     async def readyz(_: web.Request) -> web.Response:
         if not rt.ready.is_set():
             return web.Response(status=503, text="caches are still filling from the initial LIST\n")
+        stale = rt.stale()
+        if stale:  # the reports would be about the cluster as it was
+            return web.Response(status=503, text="caches are stale: " + "; ".join(stale) + "\n")
         return web.Response(text="ok\n")
 
     app = web.Application()

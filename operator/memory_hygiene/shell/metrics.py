@@ -25,8 +25,14 @@ EVENTS_POSTED = Counter(
 )
 EVENTS_DROPPED = Counter(
     "memory_hygiene_events_dropped_total",
-    "Kubernetes Events not posted: object_rate_limit, queue_full or api_error.",
+    "Kubernetes Events not posted: object_rate_limit, queue_full, rejected (the API server refused it: "
+    "400/403/404/422) or api_error (still failing 15 minutes after the first try).",
     ["cause"],
+)
+EVENTS_RETRIED = Counter(
+    "memory_hygiene_events_retried_total",
+    "Event POSTs that failed and were queued to be tried again (with backoff, or at once when the API "
+    "server is seen back).",
 )
 RECONCILE_SECONDS = Histogram(
     "memory_hygiene_reconcile_duration_seconds",
@@ -39,6 +45,18 @@ STATUS_WRITES = Counter(
 )
 UNPARSED_OOM_EVENTS = Counter(
     "memory_hygiene_unparsed_oom_events_total", "OOM Events whose message held no kernel OOM line."
+)
+OOM_SKIPPED = Counter(
+    "memory_hygiene_oom_skipped_total",
+    "OOM Events not believed or cut, each counted once: reporter (source not among the policy's "
+    "reporters), namespace (not in default), future (dated past now + 120 s), kills_per_event (kills past "
+    "maxKillsPerEvent), incidents_per_node (a node's incidents past maxIncidentsPerNode).",
+    ["cause"],
+)
+API_UNREACHABLE_SECONDS = Histogram(
+    "memory_hygiene_api_unreachable_seconds",
+    "From a reflector finding the API server unreachable (or not ready) to a probe finding it back.",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
 )
 WATCH_EVENTS = Counter(
     "memory_hygiene_watch_events_total", "Watch events handled, by resource.", ["resource"]

@@ -12,6 +12,7 @@ Runnable as ``memory-hygiene run`` or as ``kopf run -m memory_hygiene.shell.oper
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import logging
 import os
@@ -26,7 +27,7 @@ import kopf
 from ..core import policy as P
 from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine
 from ..core.events import oom_event_info
-from ..core.rules import RULES, SILENT_OOM, Violation
+from ..core.rules import ALLOCATABLE_ABOVE_CAPACITY, RULES, SILENT_OOM, Violation
 from ..core.snapshot import node_info, pod_info
 from ..core.types import NodeInfo, OOMEventInfo, PodInfo
 from . import metrics, permissions
@@ -79,6 +80,8 @@ class PolicyState:
     write_due: bool = False
     """A newer status waits for the end of the interval (a pass is scheduled for then)."""
     exported_nodes: set[str] = field(default_factory=set)
+    evaluated: bool = False
+    """Its first pass is done: ``active`` holds every violation now."""
 
 
 class Runtime:
@@ -100,12 +103,39 @@ class Runtime:
         """Run as long as the operator does: /healthz fails when one has ended."""
         self.oneshots: list[asyncio.Task[Any]] = []
         self.session: ApiSession | None = None
+        self.reflectors: list[Reflector] = []
+        self._once: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+        self.orphans_checked = False
+        """Our "started" Events whose violation ended while no operator ran were resolved."""
+        self._orphans_tried = float("-inf")
+
+    def once(self, key: tuple, keep: int = 50_000) -> bool:
+        """True the first time ``key`` is seen (of the last ``keep``): one warning, one count."""
+        if key in self._once:
+            return False
+        self._once[key] = None
+        if len(self._once) > keep:
+            self._once.popitem(last=False)
+        return True
 
     def mark(self, *buckets: str) -> None:
         now = time.monotonic()
         for b in buckets:
             self.dirty.setdefault(b, now)
         self.changed.set()
+
+    def stale(self, grace: float = 1.0) -> list[str]:
+        """Why the caches are not up to date, for /readyz: the API server unreachable, or a
+        reflector whose watch failed and whose list again has not completed (for more than
+        ``grace`` seconds: a watch reopened at once is not worth a readiness flap)."""
+        now = time.monotonic()
+        out = []
+        if self.session is not None and self.session.down_since is not None:
+            out.append(f"the API server does not answer (for {now - self.session.down_since:.0f}s)")
+        for r in self.reflectors:
+            if r.stale_since is not None and now - r.stale_since > grace:
+                out.append(f"{r.resource} not updated for {now - r.stale_since:.0f}s")
+        return out
 
     def pod_exists(self, uid: str) -> bool:
         return uid in self.stores["pods"].where
@@ -235,8 +265,12 @@ def _policy_target(state: PolicyState) -> Target:
 
 
 def _object_text(v: Violation) -> str:
-    text = f"{v.kind} {v.namespace}/{v.name}" if v.namespace else f"{v.kind} {v.name}"
-    return text + (f" container {v.container}" if v.container else "")
+    return _key_text(v.kind, v.namespace, v.name, v.container)
+
+
+def _key_text(kind: str, namespace: str | None, name: str, container: str | None) -> str:
+    text = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+    return text + (f" container {container}" if container else "")
 
 
 def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Violation] | None, now: float,
@@ -280,6 +314,55 @@ def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Viol
         sink.announce(_policy_target(state), identity, reason, text, started=False)
 
 
+async def resolve_orphans(rt: Runtime, retry_seconds: float = 2.0) -> int:
+    """After a restart: a "started" Event of ours (found by ``EventSink.preload``) whose violation
+    is gone now gets its "…Resolved" (the violation ended while no operator ran, or its Resolved
+    was never posted). Done once, when every MemoryPolicy the API server holds has had its first
+    pass here (so ``active`` is complete); the API server stays the ledger, so a peer doing the
+    same posts nothing twice. Returns how many were announced."""
+    sink = rt.sink
+    if sink is None or not sink.open:
+        rt.orphans_checked = True
+        return 0
+    if time.monotonic() - rt._orphans_tried < retry_seconds:
+        return 0
+    rt._orphans_tried = time.monotonic()
+
+    def listed() -> set[str]:
+        body = rt.custom.list_cluster_custom_object(P.GROUP, P.VERSION, P.PLURAL, _request_timeout=30)
+        return {(i.get("metadata") or {}).get("uid", "") for i in body.get("items") or []}
+
+    uids = await asyncio.to_thread(listed)
+    by_uid = {s.uid: s for s in rt.policies.values()}
+    if any(u not in by_uid or (by_uid[u].engine is not None and not by_uid[u].evaluated) for u in uids):
+        return 0  # not every policy evaluated yet: next pass
+    valid = [s for s in rt.policies.values() if s.engine is not None]
+    all_valid = len(valid) == len(rt.policies)
+    view = rt.view()
+    resolved = 0
+    for (ns, name), o in list(sink.open.items()):
+        if o.key is None or o.key[0] == SILENT_OOM or not sink.still_open((ns, name)):
+            continue  # no annotation (an older Event): cannot tell which violation it was
+        rule, kind, namespace, obj, container, _ = o.key
+        if o.target.kind == P.KIND:
+            state = by_uid.get(o.target.uid)
+            if state is None or state.engine is None or o.key in state.active:
+                continue
+        else:
+            exists = view.node(o.target.name) is not None if o.target.kind == "Node" else rt.pod_exists(o.target.uid)
+            if not all_valid or not exists or any(o.key in s.active for s in valid):
+                continue
+        text = f"{_key_text(kind, namespace or None, obj, container or None)} no longer violates {rule}"
+        if sink.announce_named(o.target, name, o.end_name, f"{rule}Resolved", text, started=False,
+                               identity="\0".join(o.key)):
+            resolved += 1
+    sink.open.clear()
+    rt.orphans_checked = True
+    if resolved:
+        log.info("%d violations ended while no operator ran: their Resolved Events are queued", resolved)
+    return resolved
+
+
 async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) -> None:
     if comparable(status) == comparable(state.last_status) and not state.needs_write:
         return
@@ -315,11 +398,18 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
         first_pass = not state.engine.results
         whole = first_pass or dirty is None  # compare everything; else only what changed
         unparsed = state.engine.refresh(view, None if first_pass else dirty, now)
+        state.evaluated = True
         metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
         for ev in unparsed:
             metrics.UNPARSED_OOM_EVENTS.inc()
             log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
                         ev.message[:200])
+        for sk in state.engine.skipped:  # once over every policy and pass: a counter and one warning
+            if rt.once((sk.cause, sk.node, sk.event.uid if sk.event is not None else "")):
+                metrics.OOM_SKIPPED.labels(cause=sk.cause).inc()
+                what = (f"{sk.event.reason} event {sk.event.namespace}/{sk.event.name or sk.event.uid}"
+                        if sk.event is not None else "OOM incidents")
+                log.warning("%s on node %s: %s (%s; MemoryPolicy %s)", what, sk.node, sk.detail, sk.cause, state.name)
         announce_transitions(rt, state, list(state.engine.violations()) if whole else None, now, view,
                              backlog=first_pass)
 
@@ -340,6 +430,8 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
     assert state.engine is not None
     engine = state.engine
     s = engine.summary()
+    metrics.VIOLATIONS.labels(policy=state.name, rule=ALLOCATABLE_ABOVE_CAPACITY).set(
+        engine.count(ALLOCATABLE_ABOVE_CAPACITY))
     for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
                       (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
                       ("MissingMemoryLimit", "missingLimits")):
@@ -390,6 +482,11 @@ async def reconcile_loop(rt: Runtime) -> None:
         except Exception:  # noqa: BLE001 - keep the loop alive; the next pass evaluates everything
             log.exception("reconcile pass failed")
             rt.full = True
+        if not rt.orphans_checked:
+            try:
+                await resolve_orphans(rt)
+            except Exception:  # noqa: BLE001 - tried again after the next pass
+                log.exception("resolving Events of violations that ended while no operator ran failed")
         ended = time.monotonic()
         last_pass = ended - started
         metrics.PASS_SECONDS.observe(last_pass)
@@ -434,9 +531,11 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     n = await rt.sink.preload()
     logger.info("found %d events posted by earlier runs", n)
     rt.session = ApiSession()
+    sink = rt.sink
+    rt.session.on_up.append(sink.retry_now)  # failed Event POSTs go again as soon as it answers
     chunk = int(os.environ.get("MEMORY_HYGIENE_CHUNK_SIZE", "500"))
     watch_list = os.environ.get("MEMORY_HYGIENE_WATCH_LIST", "true").lower() not in ("0", "false", "no", "off")
-    refl = reflectors(rt, rt.session, chunk, watch_list)
+    refl = rt.reflectors = reflectors(rt, rt.session, chunk, watch_list)
     for r in refl:
         rt.tasks.append(asyncio.create_task(r.run(), name=f"memory-hygiene reflector {r.resource}"))
 

@@ -84,6 +84,29 @@ class ApiError(RuntimeError):
     """The API server answered, but not with what was asked for (an HTTP error, a watch error,
     a stream cut short)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+PROBE_SECONDS = 0.25
+"""While the API server is unreachable, it is probed (GET /readyz) this often."""
+MIN_RETRY_SECONDS = 0.25
+
+
+def unreachable(err: BaseException) -> bool:
+    """The API server could not be reached or is not ready (a connection refused or cut, a
+    timeout, a 5xx or 429): worth probing for, unlike a refusal (403) that retrying at once
+    would only repeat."""
+    if isinstance(err, ApiError):
+        return err.status is not None and (err.status >= 500 or err.status == 429)
+    return isinstance(err, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError,
+                            OSError))
+
+
+def _describe(err: BaseException) -> str:
+    return str(err) or type(err).__name__
+
 
 class WatchListUnsupported(Exception):
     """The API server cannot stream the initial state (``sendInitialEvents``): list instead."""
@@ -107,6 +130,9 @@ class Reflector:
         self.watch_list = watch_list
         self.resource = path.rstrip("/").rsplit("/", 1)[-1]
         self.synced = asyncio.Event()
+        self.stale_since: float | None = None
+        """time.monotonic() since when the cache is not being kept up to date (its watch failed
+        and the list again has not completed); None while it is."""
 
     def _params(self, **extra: str) -> dict[str, str]:
         if self.field_selector:
@@ -128,6 +154,7 @@ class Reflector:
                 else:
                     rv = await self._list()
                     self.synced.set()
+                self.stale_since = None
                 delay = 0.5
                 while rv:
                     rv = await self._watch(rv)
@@ -136,8 +163,19 @@ class Reflector:
                 raise
             except Exception as err:  # noqa: BLE001 - any failure: list again after a pause
                 metrics.WATCH_RESTARTS.labels(resource=self.resource).inc()
-                log.warning("%s: %s; listing again in %.1fs", self.path, err or type(err).__name__, delay)
-                await asyncio.sleep(delay)
+                if self.stale_since is None:
+                    self.stale_since = time.monotonic()
+                if unreachable(err):
+                    # The API server is down or not ready: list again as soon as a probe says it
+                    # is back (within PROBE_SECONDS), not when a backoff grown meanwhile ends.
+                    log.warning("%s: %s; listing again when the API server answers (at most %.1fs)", self.path,
+                                _describe(err), delay)
+                    self.api.mark_down()
+                    await asyncio.sleep(min(delay, MIN_RETRY_SECONDS))
+                    await self.api.wait_up(delay)
+                else:
+                    log.warning("%s: %s; listing again in %.1fs", self.path, _describe(err), delay)
+                    await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     async def fill(self) -> None:
@@ -180,7 +218,7 @@ class Reflector:
                 pending = page(None)
                 continue
             if status != 200:
-                raise ApiError(f"LIST {self.path}: HTTP {status}: {_message(body)}")
+                raise ApiError(f"LIST {self.path}: HTTP {status}: {_message(body)}", status)
             meta = body.get("metadata") or {}
             rv = meta.get("resourceVersion") or rv
             cont = meta.get("continue")
@@ -247,9 +285,10 @@ class Reflector:
             if r.status == 410:
                 return ""
             if r.status != 200:
-                if initial:
+                # (a 500 is how a real API server refuses it: docs/benchmarks.md; 503/429: not ready, busy)
+                if initial and r.status not in (429, 503):
                     raise WatchListUnsupported(f"HTTP {r.status}: {(await r.text())[:200]}")
-                raise ApiError(f"WATCH {self.path}: HTTP {r.status}")
+                raise ApiError(f"WATCH {self.path}: HTTP {r.status}", r.status)
             async for line in r.content:
                 if not line.strip():
                     continue
@@ -269,6 +308,7 @@ class Reflector:
                         self._forget_unseen(seen)
                         initial, seen = False, set()
                         self.synced.set()
+                        self.stale_since = None  # up to date, and watching on
                         if then_stop:
                             return rv
                     continue
@@ -328,6 +368,54 @@ class ApiSession:
         self.server = self.cfg.host.rstrip("/")
         self._connector = aiohttp.TCPConnector(ssl=ctx, limit=16)
         self.session = aiohttp.ClientSession(connector=self._connector, read_bufsize=1 << 20)
+        self.up = asyncio.Event()
+        self.up.set()
+        self.down_since: float | None = None
+        """time.monotonic() since when the API server is unreachable (a reflector said so and
+        no probe has answered since); None while it answers."""
+        self.on_up: list[Callable[[], None]] = []
+        """Called when a probe finds the API server back (e.g. failed Event POSTs go again)."""
+        self._probe_task: asyncio.Task[None] | None = None
+
+    def mark_down(self) -> None:
+        """A request could not reach the API server: probe it until it answers."""
+        if self.up.is_set():
+            self.up.clear()
+            self.down_since = time.monotonic()
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.ensure_future(self._probe())
+
+    async def wait_up(self, timeout: float) -> bool:
+        """Wait until the API server answers a probe, at most ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self.up.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def _probe(self) -> None:
+        """GET /readyz (granted to everyone by system:public-info-viewer) until it answers 200, or
+        answers at all but 5xx (401/403 here: not ready is what we are after, not who may ask)."""
+        timeout = aiohttp.ClientTimeout(total=2)
+        while True:
+            try:
+                async with self.session.get(self.server + "/readyz", headers=self.headers(), timeout=timeout) as r:
+                    await r.read()
+                    if r.status < 500:
+                        break
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass
+            await asyncio.sleep(PROBE_SECONDS)
+        down = time.monotonic() - (self.down_since or time.monotonic())
+        self.down_since = None
+        self.up.set()
+        metrics.API_UNREACHABLE_SECONDS.observe(down)
+        log.info("the API server answers again (unreachable for %.1fs)", down)
+        for callback in self.on_up:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - one listener's failure is not the probe's
+                log.exception("on_up callback failed")
 
     def headers(self) -> dict[str, str]:
         hook = getattr(self.cfg, "refresh_api_key_hook", None)
@@ -365,4 +453,7 @@ class ApiSession:
         return self.session.get(self.server + path, params=params, headers=self.headers(), timeout=timeout)
 
     async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            await asyncio.gather(self._probe_task, return_exceptions=True)
         await self.session.close()

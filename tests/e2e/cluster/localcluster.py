@@ -619,9 +619,10 @@ class LocalCluster:
     def _etcd_ok(self) -> bool:
         return self._http_ok(f"{self.etcd_url}/health", tls=False)
 
-    def _start_apiserver(self, apiserver: Path) -> None:
+    def _start_apiserver(self, apiserver: Path, port: int | None = None) -> None:
         assert self.root is not None and self.etcd_url
-        port = _free_port()
+        self._apiserver_binary = apiserver
+        port = port or _free_port()
         self.server = f"https://{self.address}:{port}"
         args = [
             str(apiserver),
@@ -693,6 +694,36 @@ class LocalCluster:
     def is_ready(self) -> bool:
         return bool(self.server) and self._readyz_ok()
 
+    # ---- faults (tests/e2e/test_faults.py)
+
+    def kill_apiserver(self) -> None:
+        """SIGKILL kube-apiserver (no graceful shutdown: connections are cut mid-stream)."""
+        proc = self._procs.pop("kube-apiserver", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        self.apiserver_pid = None
+
+    def start_apiserver_again(self) -> float:
+        """Start kube-apiserver on the port it had, on the same etcd; returns the seconds until
+        its /readyz answered 200."""
+        if "kube-apiserver" in self._procs:
+            raise LocalClusterError("kube-apiserver is running")
+        port = int(self.server.rsplit(":", 1)[1])
+        t0 = time.monotonic()
+        self._start_apiserver(self._apiserver_binary, port)
+        return time.monotonic() - t0
+
+    def pause_etcd(self) -> None:
+        """SIGSTOP etcd (a stalled disk, a paused VM): connections stay open, nothing answers."""
+        if self.etcd_pid is None:
+            raise LocalClusterError("etcd is not running")
+        os.kill(self.etcd_pid, signal.SIGSTOP)
+
+    def resume_etcd(self) -> None:
+        if self.etcd_pid is not None:
+            os.kill(self.etcd_pid, signal.SIGCONT)
+
     def _stop_processes(self) -> None:
         # API server first, so it does not spew errors about a vanished etcd.
         for name in ("kube-apiserver", "etcd"):
@@ -702,6 +733,8 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Terminate kube-apiserver and etcd (SIGTERM, then SIGKILL) and remove the data dir."""
+        with contextlib.suppress(ProcessLookupError, LocalClusterError):
+            self.resume_etcd()  # a paused etcd would not hear SIGTERM
         self._stop_processes()
         if self.root and self._owns_root and not self.keep_dir:
             shutil.rmtree(self.root, ignore_errors=True)
