@@ -342,7 +342,7 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
     s = engine.summary()
     for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
                       (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
-                      ("MissingMemoryLimit", "missingLimits")):
+                      ("MissingMemoryLimit", "missingLimits"), ("MemoryLimitRatioExceeded", "limitRatioExceeded")):
         metrics.VIOLATIONS.labels(policy=state.name, rule=rule).set(s[key])
     if whole:
         reports = [r.node for r in engine.results.values() if r.node is not None]
