@@ -117,6 +117,8 @@ class Result:
     """MemoryPolicy name -> its Enforcing condition (only policies that enforce something)."""
     written: int = 0
     deleted: int = 0
+    listed: bool = False
+    """The objects could be listed (the operator may from now on look for what to delete)."""
 
 
 class Writer:
@@ -188,7 +190,10 @@ def sync(writer: Any, policies: Mapping[str, tuple[str, MemoryPolicySpec | None]
     if list_error is not None:
         for key in desired:
             errors[key] = list_error
+        if not desired:
+            log.warning("could not list the admission objects to remove those no policy wants: %s", list_error)
     else:
+        result.listed = True
         for key in sorted(desired, key=lambda k: KINDS.index(k[0])):  # a policy before its binding
             obj = desired[key]
             have = existing.get(key)

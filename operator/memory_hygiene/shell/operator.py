@@ -431,6 +431,7 @@ async def admission_loop(rt: Runtime) -> None:
         except Exception:  # noqa: BLE001 - keep the loop alive; tried again on the next resync
             log.exception("admission pass failed")
             continue
+        rt.admission_may_list = result.listed or (rt.admission_may_list and not result.conditions)
         generations = {(i.get("metadata") or {}).get("name"): (i.get("metadata") or {}).get("generation")
                        for i in items}
         enforcing = {name: (generations.get(name), cond) for name, cond in result.conditions.items()}
