@@ -276,7 +276,10 @@ def test_the_api_server_and_the_python_rule_agree_case_by_case(enforcer, kube, k
                 assert "MemoryPolicy" not in json.dumps(obj), (what, obj)
                 tally["refused as invalid"] += 1
                 return
-            expected = python_says(model, to_pod(obj))
+            pod = to_pod(obj)
+            tally["pod-level limit"] += "resources" in pod["spec"]
+            tally["sidecar"] += any(c.get("restartPolicy") == "Always" for c in pod["spec"].get("initContainers", []))
+            expected = python_says(model, pod)
             got = server_says(warnings, name)
             tally["judged"] += 1
             tally["with violations"] += bool(expected)
@@ -299,6 +302,7 @@ def test_the_api_server_and_the_python_rule_agree_case_by_case(enforcer, kube, k
         for rule in ("MissingMemoryRequest", "MissingMemoryLimit", "MemoryLimitRatioExceeded"):
             assert tally[rule] > 20, tally
         assert tally["judged"] - tally["with violations"] > 50
+        assert tally["pod-level limit"] > 100 and tally["sidecar"] > 100, tally  # kept by the server
     finally:
         kube.delete_policy(name)
 

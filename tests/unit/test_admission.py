@@ -60,7 +60,7 @@ def test_sidecars_are_judged_init_containers_not():
     containers = next(v for v in A.VARIABLES if v["name"] == "containers")["expression"]
     assert "initContainers.filter(c, has(c.restartPolicy) && c.restartPolicy == 'Always')" in containers
     assert "'memory' in c.resources.limits" in A.HAS_REQUEST  # a limit defaults the request
-    assert "sign() > 0" in A.OWN_LIMIT  # a zero limit is no limit
+    assert "isGreaterThan(quantity('0'))" in A.OWN_LIMIT  # a zero limit is no limit
     assert "variables.podLimit ? []" in A.CHECK_VARIABLES["MissingMemoryLimit"]["expression"]
 
 
@@ -222,6 +222,7 @@ def test_a_refused_object_is_reported_not_hidden():
     api = FakeApi(refuse="spec.validations[0].expression: Invalid value: compilation failed")
     status, reason, message = S.sync(api, {"team": ("u-1", DENY)}, NS, may_list=True).conditions["team"]
     assert (status, reason) == ("False", "Rejected") and "compilation failed" in message
+    assert api.objects == {}  # no binding to a policy that is not there
 
 
 def test_live_policies_skip_those_being_deleted_and_mark_invalid_ones():

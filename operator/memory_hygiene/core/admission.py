@@ -66,7 +66,7 @@ HAS_REQUEST = (
 )
 OWN_LIMIT = (
     "(has(c.resources) && has(c.resources.limits) && 'memory' in c.resources.limits && "
-    "quantity(c.resources.limits.memory).sign() > 0)"
+    "quantity(c.resources.limits.memory).isGreaterThan(quantity('0')))"
 )
 REQUEST = (
     "(has(c.resources.requests) && 'memory' in c.resources.requests ? "
@@ -86,7 +86,7 @@ VARIABLES = [
         "name": "podLimit",
         "expression": "has(variables.spec.resources) && has(variables.spec.resources.limits) && "
         "'memory' in variables.spec.resources.limits && "
-        "quantity(variables.spec.resources.limits.memory).sign() > 0",
+        "quantity(variables.spec.resources.limits.memory).isGreaterThan(quantity('0'))",
     },
 ]
 

@@ -111,6 +111,10 @@ def condition_for(policy: str, objects: list[dict], existing: Mapping[tuple[str,
     return "True", "Enforced", message
 
 
+_LOGGED: dict[str, tuple[str, str, str]] = {}
+"""The last condition logged per policy (a failure is logged when it starts, not every pass)."""
+
+
 @dataclass
 class Result:
     conditions: dict[str, tuple[str, str, str]]
@@ -196,6 +200,9 @@ def sync(writer: Any, policies: Mapping[str, tuple[str, MemoryPolicySpec | None]
         result.listed = True
         for key in sorted(desired, key=lambda k: KINDS.index(k[0])):  # a policy before its binding
             obj = desired[key]
+            if key[0] == KINDS[1] and (KINDS[0], key[1]) in errors:
+                errors[key] = "not written: its ValidatingAdmissionPolicy was not"
+                continue
             have = existing.get(key)
             if have is not None and (have["metadata"].get("annotations") or {}).get(SPEC_HASH) == \
                     obj["metadata"]["annotations"][SPEC_HASH]:
@@ -226,6 +233,9 @@ def sync(writer: Any, policies: Mapping[str, tuple[str, MemoryPolicySpec | None]
     for policy, objects in by_policy.items():
         cond = condition_for(policy, objects, existing, errors)
         result.conditions[policy] = cond
+        if _LOGGED.get(policy) == cond:
+            continue  # said once: the status holds it
+        _LOGGED[policy] = cond
         if cond[0] == "False":
             log.error("MemoryPolicy %s asks for enforcement, not in force: %s", policy, cond[2])
         elif cond[1] == "TypeCheckWarnings":
