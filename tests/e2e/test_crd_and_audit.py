@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -92,7 +93,8 @@ def test_audit_of_the_live_cluster_equals_audit_of_the_file(cluster, seed, tmp_p
     loaded = load_snapshot(Sim(cluster.kubeconfig), EXAMPLES / seed, tag, labels={"mh-test": tag})
     sel = {"matchLabels": {"mh-test": tag}}
     policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_yaml("default", {"nodeSelector": sel, "namespaceSelector": sel}))
+    # two separate dicts: one object twice would be dumped as a YAML anchor, which the audit refuses
+    policy.write_text(policy_yaml("default", {"nodeSelector": sel, "namespaceSelector": copy.deepcopy(sel)}))
     exe = str(Path(sys.executable).parent / "memory-hygiene")
     from_file = subprocess.run([exe, "audit", "-f", str(EXAMPLES / seed), "-o", "json"], capture_output=True,
                                text=True, timeout=60)
