@@ -334,6 +334,8 @@ def test_one_field_denies_a_deployment_and_the_report_shows_what_already_runs(en
     ns = namespace(kubectl, tag, {"mh-test": tag, "team": "payments"})
     old = pod_body("already-running", [container("legacy", None, None)])
     kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(old), check=True)
+    legacy = BAD_DEPLOYMENT.replace("name: web}", "name: legacy}")
+    kubectl("apply", "-n", ns, "-f", "-", input=legacy, check=True)
     name = f"teams-{tag}"
     spec = {"namespaceSelector": {"matchLabels": {"mh-test": tag}}}
     kube.apply_policy(name, spec)
@@ -346,6 +348,7 @@ def test_one_field_denies_a_deployment_and_the_report_shows_what_already_runs(en
         enforcing(kube, name)
         in_force(raw, ns, name, "deny")
         proc = kubectl("apply", "-n", ns, "-f", "-", input=BAD_DEPLOYMENT)
+        refused = proc.stderr
         assert proc.returncode != 0
         assert f"MemoryPolicy {name}: container app without a memory request (MissingMemoryRequest): " \
                "add resources.requests.memory" in proc.stderr, proc.stderr
@@ -358,6 +361,12 @@ def test_one_field_denies_a_deployment_and_the_report_shows_what_already_runs(en
         assert proc.returncode != 0 and f"MemoryPolicy {name}: container bare without a memory request" in proc.stderr
         status = kube.settled(name)
         assert [v["name"] for v in status["violations"]] == ["already-running"]
+        # a workload that predates the policy: scaled and relabelled freely, its template change refused
+        assert kubectl("scale", "-n", ns, "deployment/legacy", "--replicas=3").returncode == 0
+        assert kubectl("label", "-n", ns, "deployment/legacy", "owner=someone").returncode == 0
+        proc = kubectl("set", "env", "-n", ns, "deployment/legacy", "MODE=new")
+        assert proc.returncode != 0 and f"MemoryPolicy {name}: container app without a memory request" in proc.stderr
+        print(f"\nkubectl apply of a Deployment without memory requests:\n{refused}")
         kubectl("delete", "-n", ns, "deployment", "web", check=True)
     finally:
         kube.delete_policy(name)
