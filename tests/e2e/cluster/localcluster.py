@@ -16,6 +16,10 @@ What that means for tests:
 * The ``ServiceAccount`` admission plugin is disabled (as in envtest), because
   nothing creates the ``default`` ServiceAccount in new namespaces and pods
   would otherwise be rejected.
+* An audit log (``.audit_log``, JSON lines in the temp dir, see ``AUDIT_POLICY``):
+  metadata of writes to pods and workloads only, where ValidatingAdmissionPolicies
+  in Audit mode leave their annotations. No kube-controller-manager also means no
+  ValidatingAdmissionPolicy type-checking status.
 
 Binaries:
 
