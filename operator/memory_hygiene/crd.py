@@ -188,4 +188,35 @@ def reference_markdown() -> str:
                   "| field | type | default | description |", "|---|---|---|---|"]
         lines += [f"| `{a}` | {b} | {c} | {d} |" for a, b, c, d in rows]
         lines.append("")
+    lines += ENFORCING_EXAMPLE
     return "\n".join(lines)
+
+
+ENFORCING_EXAMPLE = [
+    "## Example: enforcing at admission",
+    "",
+    "Deny pods without memory requests in team namespaces (and Deployments, StatefulSets, DaemonSets,",
+    "ReplicaSets, Jobs and CronJobs whose pod template has such a container), at `kubectl apply`; every rule still",
+    "reports what already runs. Needs the enforcement RBAC (`kubectl apply -k manifests/overlays/enforcement/`,",
+    "see [install.md](install.md#enforcement)).",
+    "",
+    "```yaml",
+    "spec:",
+    "  namespaceSelector: {matchLabels: {team-namespace: \"true\"}}",
+    "  rules:",
+    "    missingRequests:",
+    "      admission: Deny",
+    "```",
+    "",
+    "The operator writes the ValidatingAdmissionPolicy and Binding `memory-hygiene.<policy>.deny`, owned",
+    "by the policy, and reports them in the `Enforcing` condition:",
+    "",
+    "```console",
+    "$ kubectl apply -n payments -f web.yaml",
+    "Error from server (Forbidden): error when creating \"web.yaml\": deployments.apps \"web\" is forbidden:",
+    "ValidatingAdmissionPolicy 'memory-hygiene.teams.deny' with binding 'memory-hygiene.teams.deny' denied",
+    "request: MemoryPolicy teams: container app without a memory request (MissingMemoryRequest): add",
+    "resources.requests.memory",
+    "```",
+    "",
+]

@@ -68,6 +68,7 @@ def render(report: Report, width: int = WIDTH) -> str:
     out.append(
         f"Summary: {s['overcommittedNodes']} overcommitted nodes, {s['nodesUnderMemoryPressure']} under memory "
         f"pressure, {s['silentOOMKills']} silent OOM kills (of {s['oomKills']}), {s['missingRequests']} missing "
-        f"requests, {s['missingLimits']} missing limits; {s['evaluatedNodes']} nodes, {s['evaluatedPods']} pods."
+        f"requests, {s['missingLimits']} missing limits, {s['limitRatioExceeded']} over the limit/request "
+        f"ratio; {s['evaluatedNodes']} nodes, {s['evaluatedPods']} pods."
     )
     return "\n".join(textwrap.fill(line, width) if len(line) > width else line for line in out) + "\n"

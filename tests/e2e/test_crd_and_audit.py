@@ -22,7 +22,7 @@ def policy_yaml(name: str, spec: dict) -> str:
 
 
 def test_sample_policies_are_accepted_with_defaults_filled(crd, kubectl):
-    for f in ("memorypolicy.yaml", "memorypolicy-capacity.yaml"):
+    for f in ("memorypolicy.yaml", "memorypolicy-capacity.yaml", "memorypolicy-enforce.yaml"):
         proc = kubectl("apply", "--dry-run=server", "-f", str(EXAMPLES / f), "-o", "json")
         assert proc.returncode == 0, proc.stderr
     name = f"empty-{uuid.uuid4().hex[:8]}"
@@ -51,6 +51,16 @@ def test_sample_policies_are_accepted_with_defaults_filled(crd, kubectl):
          "spec.nodeSelector", "empty for Exists/DoesNotExist"),
         ({"rules": {"silentOOM": {"lookbackSeconds": "an hour"}}}, "spec.rules.silentOOM.lookbackSeconds",
          "must be of type integer"),
+        ({"rules": {"missingRequests": {"limitAdmission": "Deny"}}}, "spec.rules.missingRequests.limitAdmission",
+         "limitAdmission needs requireLimits: true"),
+        ({"rules": {"missingRequests": {"enabled": False, "admission": "Warn"}}},
+         "spec.rules.missingRequests.admission", "admission needs the rule enabled"),
+        ({"rules": {"limitRatio": {"admission": "Warn"}}}, "spec.rules.limitRatio.admission",
+         "admission needs maxLimitToRequestRatio"),
+        ({"rules": {"limitRatio": {"maxLimitToRequestRatio": 0.5}}}, "spec.rules.limitRatio.maxLimitToRequestRatio",
+         "should be greater than or equal to 1"),
+        ({"rules": {"missingRequests": {"admission": "Refuse"}}}, "spec.rules.missingRequests.admission",
+         "Unsupported value"),
     ],
 )
 def test_invalid_policy_is_refused_by_the_server_naming_the_field(crd, kubectl, spec, field, words):
@@ -84,8 +94,7 @@ def test_audit_of_the_live_cluster_equals_audit_of_the_file(cluster, seed, tmp_p
     loaded = load_snapshot(Sim(cluster.kubeconfig), EXAMPLES / seed, tag, labels={"mh-test": tag})
     sel = {"matchLabels": {"mh-test": tag}}
     policy = tmp_path / "policy.yaml"
-    # two copies: one object twice would be written as a YAML anchor and alias, which audit refuses
-    policy.write_text(policy_yaml("default", {"nodeSelector": sel, "namespaceSelector": json.loads(json.dumps(sel))}))
+    policy.write_text(policy_yaml("default", {"nodeSelector": sel, "namespaceSelector": sel}))  # a YAML anchor
     exe = str(Path(sys.executable).parent / "memory-hygiene")
     from_file = subprocess.run([exe, "audit", "-f", str(EXAMPLES / seed), "-o", "json"], capture_output=True,
                                text=True, timeout=60)

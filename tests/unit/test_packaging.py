@@ -59,7 +59,7 @@ def _run(cmd: list[str], timeout: float = 300, **kw: Any) -> subprocess.Complete
 
 # --- the manifests, as kustomize renders them ---------------------------------------------------
 
-KUSTOMIZATIONS = ["manifests", "manifests/overlays/servicemonitor"]
+KUSTOMIZATIONS = ["manifests", "manifests/overlays/servicemonitor", "manifests/overlays/enforcement"]
 
 _rendered: dict[str, list[dict[str, Any]]] = {}
 
@@ -92,6 +92,8 @@ NODE_AGENT_KINDS = Counter({"Namespace": 1, "ServiceAccount": 1, "Role": 1, "Rol
 EXPECTED_KINDS = {
     "manifests": BASE_KINDS + NODE_AGENT_KINDS,
     "manifests/overlays/servicemonitor": BASE_KINDS + NODE_AGENT_KINDS + Counter({"ServiceMonitor": 1}),
+    "manifests/overlays/enforcement": BASE_KINDS + NODE_AGENT_KINDS + Counter({"ClusterRole": 1,
+                                                                             "ClusterRoleBinding": 1}),
 }
 AGENT = "memory-hygiene-node-agent"
 
@@ -186,7 +188,25 @@ def test_cluster_roles_are_least_privilege(kustomization: str) -> None:
             assert "secrets" not in resource, f"{name} has a rule on {resource}"
             if group == "" and resource.split("/")[0] in READ_ONLY:
                 assert verbs <= {"get", "list", "watch"}, f"{name}: {sorted(verbs)} on {resource}"
-            assert not verbs & {"escalate", "bind", "impersonate", "delete", "deletecollection"}, name
+            assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, name
+            # delete: only the enforcement overlay's, on the admission objects the operator owns
+            assert "delete" not in verbs or (name == "memory-hygiene-enforcement" and group ==
+                                              "admissionregistration.k8s.io"), f"{name}: delete {resource}"
+
+
+def test_enforcement_cluster_role_is_exactly_what_admission_sync_uses() -> None:
+    from memory_hygiene.shell.admission import GROUP, NEEDS
+
+    docs = render("manifests/overlays/enforcement")
+    role = one(docs, "ClusterRole", "memory-hygiene-enforcement")
+    assert _grants(role) == {(GROUP, r): {n.verb for n in NEEDS if n.resource == r}
+                             for r in {n.resource for n in NEEDS}}
+    assert all(not r.get("resourceNames") for r in role["rules"])
+    binding = one(docs, "ClusterRoleBinding", "memory-hygiene-enforcement")
+    assert binding["roleRef"]["name"] == "memory-hygiene-enforcement"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "memory-hygiene", "namespace": "memory-hygiene"}]
+    # the base stays without it: enforcement is opt-in
+    assert not [d for d in render("manifests") if d["metadata"]["name"] == "memory-hygiene-enforcement"]
 
 
 def test_base_cluster_role_is_exactly_what_the_code_uses() -> None:

@@ -96,3 +96,22 @@ def test_manifest_kind_and_api_version_are_checked():
 def test_label_selector_semantics(selector, labels, expected):
     sel = None if selector is None else parse_spec({"podSelector": selector}).pod_selector
     assert matches(sel, labels) is expected
+
+
+def test_admission_is_opt_in_and_needs_what_it_enforces():
+    spec = parse_spec({})
+    assert spec.rules.missing_requests.admission is None and spec.rules.missing_requests.limit_admission is None
+    assert spec.rules.limit_ratio.max_limit_to_request_ratio is None and spec.rules.limit_ratio.admission is None
+    ok = parse_spec({"rules": {"missingRequests": {"admission": "Deny", "requireLimits": True, "limitAdmission": "Warn"},
+                               "limitRatio": {"maxLimitToRequestRatio": 2.5, "admission": "Audit"}}})
+    assert ok.rules.missing_requests.admission.value == "Deny"
+    assert ok.rules.limit_ratio.max_limit_to_request_ratio == 2.5
+    for bad, words in (
+        ({"missingRequests": {"limitAdmission": "Warn"}}, "limitAdmission needs requireLimits"),
+        ({"missingRequests": {"enabled": False, "admission": "Deny"}}, "admission needs the rule enabled"),
+        ({"limitRatio": {"admission": "Deny"}}, "admission needs maxLimitToRequestRatio"),
+        ({"limitRatio": {"maxLimitToRequestRatio": 0.5}}, "greater than or equal to 1"),
+        ({"missingRequests": {"admission": "Refuse"}}, "spec.rules.missingRequests.admission"),
+    ):
+        with pytest.raises(PolicyError, match=words):
+            parse_spec({"rules": bad})

@@ -348,3 +348,36 @@ def test_worst_is_capped_and_most_severe_first(n):
     assert len(worst) == min(n, 5)
     assert [v.rule for v in worst] == ["NodeMemoryPressure", "NodeOvercommitted", "MissingMemoryRequest",
                                        "MissingMemoryRequest", "MissingMemoryRequest"][:n]
+
+
+# --- limit/request ratio ------------------------------------------------------------------------
+
+
+def test_limit_ratio_is_off_unless_set_and_judges_app_and_sidecar_containers():
+    pods = [pod("a", {"tight": {"requests": "1Gi", "limits": "2Gi"}, "loose": {"requests": "1Gi", "limits": "5Gi"},
+                      "bare": {}, "zero": {"requests": "0", "limits": "1Gi"}})]
+    assert [k for k in keys(run([node()], pods)) if k[0] == "MemoryLimitRatioExceeded"] == []
+    r = run([node()], pods, spec={"rules": {"limitRatio": {"maxLimitToRequestRatio": 2}}})
+    ratio = [k for k in keys(r) if k[0] == "MemoryLimitRatioExceeded"]
+    # exactly 2x passes; no limit is MissingMemoryLimit's business; a zero request is over any ratio
+    assert ratio == [("MemoryLimitRatioExceeded", "a", "loose"), ("MemoryLimitRatioExceeded", "a", "zero")]
+    loose = next(v for v in r.violations if v.container == "loose")
+    assert "5x its memory request" in loose.message and "policy allows 2x" in loose.message
+    assert r.summary()["limitRatioExceeded"] == 2
+    assert run([node()], pods, spec={"rules": {"limitRatio": {"maxLimitToRequestRatio": 1.5}}}).summary()[
+        "limitRatioExceeded"] == 3
+
+
+def test_limit_ratio_uses_the_pod_level_limit_and_skips_init_containers():
+    raw = {
+        "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+        "spec": {"nodeName": "n1", "resources": {"limits": {"memory": "4Gi"}},
+                 "initContainers": [{"name": "init", "resources": {"requests": {"memory": "1Mi"},
+                                                                   "limits": {"memory": "1Gi"}}},
+                                    {"name": "side", "restartPolicy": "Always",
+                                     "resources": {"requests": {"memory": "1Gi"}}}],
+                 "containers": [{"name": "app", "resources": {"requests": {"memory": "3Gi"}}}]},
+        "status": {"phase": "Running"},
+    }
+    r = run([node()], [pod_info(raw)], spec={"rules": {"limitRatio": {"maxLimitToRequestRatio": 2}}})
+    assert [k for k in keys(r) if k[0] == "MemoryLimitRatioExceeded"] == [("MemoryLimitRatioExceeded", "p", "side")]

@@ -17,6 +17,7 @@ from .policy import MemoryPolicySpec
 from .rules import (
     MEMORY_PRESSURE,
     MISSING_LIMIT,
+    LIMIT_RATIO,
     MISSING_REQUEST,
     OVERCOMMITTED,
     SILENT_OOM,
@@ -236,6 +237,7 @@ class PolicyEngine:
             "silentOOMKills": c.get(SILENT_OOM, 0),
             "missingRequests": c.get(MISSING_REQUEST, 0),
             "missingLimits": c.get(MISSING_LIMIT, 0),
+            "limitRatioExceeded": c.get(LIMIT_RATIO, 0),
             "oomKills": c.get(" oom", 0),
             "violations": c.get(" all", 0),
             "evaluatedNodes": c.get(" nodes", 0),

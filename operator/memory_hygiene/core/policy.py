@@ -107,8 +107,43 @@ class MemoryPressureRule(_Model):
     enabled: bool = Field(default=True, description="Report nodes under memory pressure.")
 
 
+class AdmissionAction(str, Enum):
+    """What the API server does with a Pod or workload that breaks an enforced rule when it is
+    created (ValidatingAdmissionPolicy validationActions)."""
+
+    AUDIT = "Audit"
+    WARN = "Warn"
+    DENY = "Deny"
+
+
+ADMISSION_DOC = (
+    "Enforce this at admission (a ValidatingAdmissionPolicy the operator generates and owns): Deny "
+    "refuses, Warn warns the client (kubectl prints it), Audit records it in the API server's audit "
+    "log; Pods on create, and the pod templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, "
+    "Jobs and CronJobs on create and on template change. Unset: nothing enforced. Needs the "
+    "enforcement RBAC (manifests/overlays/enforcement)."
+)
+
+
 class MissingRequestsRule(_Model):
     """MissingMemoryRequest (and MissingMemoryLimit when requireLimits is set)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.admission) || !has(self.enabled) || self.enabled",
+                    "message": "admission needs the rule enabled (enabled: true)",
+                    "fieldPath": ".admission",
+                },
+                {
+                    "rule": "!has(self.limitAdmission) || (has(self.requireLimits) && self.requireLimits)",
+                    "message": "limitAdmission needs requireLimits: true",
+                    "fieldPath": ".limitAdmission",
+                },
+            ]
+        }
+    )
 
     enabled: bool = Field(
         default=True, description="Report containers without a memory request."
@@ -118,6 +153,58 @@ class MissingRequestsRule(_Model):
         description="Also report containers without a memory limit (MissingMemoryLimit), unless a "
         "pod-level limit bounds them.",
     )
+    admission: AdmissionAction | None = Field(
+        default=None, description="A container without a memory request. " + ADMISSION_DOC
+    )
+    limit_admission: AdmissionAction | None = Field(
+        default=None,
+        description="A container without a memory limit (needs requireLimits; a pod-level memory "
+        "limit satisfies it): Audit, Warn or Deny at admission, as for admission. Unset: nothing enforced.",
+    )
+
+    @model_validator(mode="after")
+    def _admission_fits(self) -> MissingRequestsRule:
+        if self.admission is not None and not self.enabled:
+            raise ValueError("admission needs the rule enabled (enabled: true)")
+        if self.limit_admission is not None and not self.require_limits:
+            raise ValueError("limitAdmission needs requireLimits: true")
+        return self
+
+
+class LimitRatioRule(_Model):
+    """MemoryLimitRatioExceeded: a container's memory limit is more than maxLimitToRequestRatio times its memory request (it overcommits its node by design). Off unless the ratio is set."""  # noqa: E501 - one line: it is a CRD description
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.admission) || has(self.maxLimitToRequestRatio)",
+                    "message": "admission needs maxLimitToRequestRatio",
+                    "fieldPath": ".admission",
+                }
+            ]
+        }
+    )
+
+    max_limit_to_request_ratio: float | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Report app and sidecar containers whose memory limit (their own, else the "
+        "pod-level one) is more than this many times their memory request (e.g. 2: a 1Gi request "
+        "may have at most a 2Gi limit). Unset: not checked.",
+    )
+    admission: AdmissionAction | None = Field(
+        default=None,
+        description="A container over the ratio: Audit, Warn or Deny at admission, as for "
+        "missingRequests.admission. Unset: nothing enforced.",
+    )
+
+    @model_validator(mode="after")
+    def _admission_needs_ratio(self) -> LimitRatioRule:
+        if self.admission is not None and self.max_limit_to_request_ratio is None:
+            raise ValueError("admission needs maxLimitToRequestRatio")
+        return self
 
 
 KNOWN_REPORTERS = ("kernel-monitor", "memory-hygiene-node-agent", "kubelet")
@@ -203,6 +290,7 @@ class Rules(_Model):
     silent_oom: SilentOOMRule = Field(
         default_factory=SilentOOMRule, alias="silentOOM", description=SilentOOMRule.__doc__
     )
+    limit_ratio: LimitRatioRule = Field(default_factory=LimitRatioRule, description=LimitRatioRule.__doc__)
 
 
 class MemoryPolicySpec(_Model):
@@ -266,7 +354,11 @@ def policy_from_manifest(obj: dict[str, Any]) -> tuple[str, MemoryPolicySpec]:
 class Condition(_Model):
     """A standard Kubernetes condition."""
 
-    type: str = Field(description="Ready: the policy is valid and was evaluated.")
+    type: str = Field(
+        description="Ready: the policy is valid and was evaluated. Enforcing: the policy's admission "
+        "rules are in force (the generated ValidatingAdmissionPolicies are named in the message), or "
+        "why not."
+    )
     status: str = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="A CamelCase reason for the status.")
     message: str = Field(default="", description="What happened, for people.")
@@ -284,6 +376,9 @@ class Summary(_Model):
     )
     missing_requests: int = Field(default=0, description="Containers without a memory request.")
     missing_limits: int = Field(default=0, description="Containers without a memory limit (requireLimits).")
+    limit_ratio_exceeded: int = Field(
+        default=0, description="Containers whose limit exceeds maxLimitToRequestRatio times their request."
+    )
     oom_kills: int = Field(default=0, alias="oomKills", description="OOM kill incidents within the lookback.")
     violations: int = Field(default=0, description="All violations (status.violations may hold fewer).")
     evaluated_nodes: int = Field(default=0, description="Nodes the policy selects.")
@@ -294,7 +389,8 @@ class ViolationStatus(_Model):
     """One violation, as the operator reports it."""
 
     rule: str = Field(description="SilentOOMKill, NodeMemoryPressure, NodeOvercommitted, "
-                      "NodeAllocatableAboveCapacity, MissingMemoryRequest or MissingMemoryLimit.")
+                      "NodeAllocatableAboveCapacity, MissingMemoryRequest, MissingMemoryLimit or "
+                      "MemoryLimitRatioExceeded.")
     kind: str = Field(description="Pod or Node.")
     namespace: str | None = Field(default=None, description="The pod's namespace.")
     name: str = Field(description="The pod's or node's name.")

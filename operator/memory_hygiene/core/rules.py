@@ -25,7 +25,9 @@ OVERCOMMITTED = "NodeOvercommitted"
 MISSING_REQUEST = "MissingMemoryRequest"
 MISSING_LIMIT = "MissingMemoryLimit"
 ALLOCATABLE_ABOVE_CAPACITY = "NodeAllocatableAboveCapacity"
-RULES = (SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, ALLOCATABLE_ABOVE_CAPACITY, MISSING_REQUEST, MISSING_LIMIT)
+LIMIT_RATIO = "MemoryLimitRatioExceeded"
+RULES = (SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, ALLOCATABLE_ABOVE_CAPACITY, MISSING_REQUEST, MISSING_LIMIT,
+         LIMIT_RATIO)
 """Every rule, most severe first: the order of ``violations``."""
 
 MAX_CLOCK_SKEW_SECONDS = 120.0
@@ -234,6 +236,7 @@ def summarize(
         "silentOOMKills": counts[SILENT_OOM],
         "missingRequests": counts[MISSING_REQUEST],
         "missingLimits": counts[MISSING_LIMIT],
+        "limitRatioExceeded": counts[LIMIT_RATIO],
         "oomKills": sum(1 for _ in oom_kills),
         "violations": total,
         "evaluatedNodes": evaluated_nodes,
@@ -348,16 +351,20 @@ def evaluate_node(
 
 
 def evaluate_pod(spec: MemoryPolicySpec, pod: PodInfo) -> list[Violation]:
-    """MissingMemoryRequest / MissingMemoryLimit for one (selected) pod's long-running
-    containers: app containers and sidecars. Finished pods are not reported."""
-    rule = spec.rules.missing_requests
-    if not rule.enabled or pod.terminal:
+    """MissingMemoryRequest / MissingMemoryLimit / MemoryLimitRatioExceeded for one (selected)
+    pod's long-running containers: app containers and sidecars. Finished pods are not reported.
+
+    core/admission.py generates the same judgement in CEL for the API server; the e2e
+    equivalence test holds the two together, case by case."""
+    if pod.terminal:
         return []
+    rule = spec.rules.missing_requests
+    ratio = spec.rules.limit_ratio.max_limit_to_request_ratio
     out: list[Violation] = []
     for c in pod.containers:
         if c.kind == "init":
             continue
-        if c.request is None:
+        if rule.enabled and c.request is None:
             out.append(
                 Violation(
                     MISSING_REQUEST, "Pod", pod.namespace, pod.name, c.name,
@@ -366,7 +373,7 @@ def evaluate_pod(spec: MemoryPolicySpec, pod: PodInfo) -> list[Violation]:
                     pod.uid,
                 )
             )
-        if rule.require_limits and c.limit is None and pod.limit is None:
+        if rule.enabled and rule.require_limits and c.limit is None and pod.limit is None:
             out.append(
                 Violation(
                     MISSING_LIMIT, "Pod", pod.namespace, pod.name, c.name,
@@ -374,7 +381,28 @@ def evaluate_pod(spec: MemoryPolicySpec, pod: PodInfo) -> list[Violation]:
                     pod.uid,
                 )
             )
+        if ratio is not None and limit_ratio_exceeded(c.limit, c.request, ratio):
+            assert c.limit is not None and c.request is not None
+            times = f"{c.limit / c.request:.3g}x" if c.request else "infinitely many times"
+            out.append(
+                Violation(
+                    LIMIT_RATIO, "Pod", pod.namespace, pod.name, c.name,
+                    f"container {c.name} may use {times} its memory request (limit {fmt_bytes(c.limit)}, "
+                    f"request {fmt_bytes(c.request)}; policy allows {ratio:g}x): the scheduler counts "
+                    "only the request, so its node is overcommitted by design",
+                    pod.uid,
+                )
+            )
     return out
+
+
+def limit_ratio_exceeded(limit: int | None, request: int | None, ratio: float) -> bool:
+    """limit > ratio x request, in IEEE doubles as the CEL of core/admission.py compares them
+    (exact for byte counts below 2**53). A container without a request or a limit is the other
+    rules' business."""
+    if limit is None or request is None:
+        return False
+    return float(limit) > ratio * float(request)
 
 
 # --- OOM kills ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The operator: reflectors (list+watch caches) of Pods, Nodes, Namespaces and OOM Events, kopf
 for the MemoryPolicies, and one reconcile loop that evaluates every policy incrementally.
 
-House rule: the operator writes nothing but Events and MemoryPolicy status. Pods, Nodes,
+House rule: the operator writes nothing but Events, MemoryPolicy status and the admission
+policies a MemoryPolicy asks for (``shell/admission.py``). Pods, Nodes,
 Namespaces and Events are read with LIST and WATCH only (``shell/reflector.py``; kopf's
 per-object machinery costs too much at 150,000 pods, see docs/benchmarks.md). MemoryPolicies are
 watched with ``@kopf.on.event``, so kopf keeps no progress or diff-base annotations on them.
@@ -30,10 +31,10 @@ from ..core.events import oom_event_info
 from ..core.rules import ALLOCATABLE_ABOVE_CAPACITY, RULES, SILENT_OOM, Violation
 from ..core.snapshot import node_info, pod_info
 from ..core.types import NodeInfo, OOMEventInfo, PodInfo
-from . import metrics, permissions
+from . import admission, metrics, permissions
 from .events import EventSink, Target
 from .reflector import ApiSession, Buckets, Reflector
-from .status import build_status, comparable, invalid_status, iso, seen_from_status, status_key
+from .status import build_status, comparable, condition, invalid_status, iso, seen_from_status, status_key
 
 log = logging.getLogger("memory_hygiene.operator")
 
@@ -103,6 +104,12 @@ class Runtime:
         """Run as long as the operator does: /healthz fails when one has ended."""
         self.oneshots: list[asyncio.Task[Any]] = []
         self.session: ApiSession | None = None
+        self.admission_changed = asyncio.Event()
+        """A MemoryPolicy was created, changed or deleted: its admission objects may have to follow."""
+        self.admission_may_list = False
+        self.admission_writer: Any = None
+        self.enforcing: dict[str, tuple[int | None, tuple[str, str, str]]] = {}
+        """MemoryPolicy name -> (generation, its Enforcing condition), for those that enforce."""
         self.reflectors: list[Reflector] = []
         self._once: collections.OrderedDict[tuple, None] = collections.OrderedDict()
         self.orphans_checked = False
@@ -217,6 +224,7 @@ def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.L
     rt = runtime()
     meta = body.get("metadata") or {}
     if type == "DELETED":
+        rt.admission_changed.set()
         gone = rt.policies.pop(name, None)
         for node in gone.exported_nodes if gone is not None else ():
             try:
@@ -249,6 +257,7 @@ def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.L
         new.seeded_first_seen = seen_from_status(previous_status)
     rt.policies[name] = new
     rt.changed.set()
+    rt.admission_changed.set()
 
 
 # --- the reconcile loop ------------------------------------------------------------------------
@@ -421,6 +430,9 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
 
         status = build_status(state.engine, state.generation, first_seen, state.last_status,
                               rt.options.max_status_violations, now)
+        enforcing = rt.enforcing.get(state.name)
+        if enforcing is not None:
+            status["conditions"].append(condition("Enforcing", *enforcing[1], enforcing[0], state.last_status, now))
         _export_metrics(state, whole)
         await write_status(rt, state, status)
 
@@ -434,7 +446,7 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
         engine.count(ALLOCATABLE_ABOVE_CAPACITY))
     for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
                       (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
-                      ("MissingMemoryLimit", "missingLimits")):
+                      ("MissingMemoryLimit", "missingLimits"), ("MemoryLimitRatioExceeded", "limitRatioExceeded")):
         metrics.VIOLATIONS.labels(policy=state.name, rule=rule).set(s[key])
     if whole:
         reports = [r.node for r in engine.results.values() if r.node is not None]
@@ -495,6 +507,39 @@ async def reconcile_loop(rt: Runtime) -> None:
                 metrics.CHANGE_EVALUATED.observe(ended - t)
 
 
+async def admission_loop(rt: Runtime) -> None:
+    """Keep every MemoryPolicy's admission objects in step with it (``shell/admission.py``): on
+    each policy change, and every resync (to read the API server's type-checking warnings, and
+    to repair what someone else changed or deleted). The policies are listed afresh each time,
+    so none is taken for deleted because kopf has not delivered it yet."""
+    namespace = admission.operator_namespace()
+    while True:
+        try:
+            await asyncio.wait_for(rt.admission_changed.wait(), timeout=rt.options.resync_seconds)
+        except asyncio.TimeoutError:
+            pass
+        rt.admission_changed.clear()
+        try:
+            listed = await asyncio.to_thread(rt.custom.list_cluster_custom_object, P.GROUP, P.VERSION, P.PLURAL)
+            items = listed.get("items") or []
+            policies = admission.live_policies(items)
+            result = await asyncio.to_thread(admission.sync, rt.admission_writer, policies, namespace,
+                                             rt.admission_may_list)
+        except Exception:  # noqa: BLE001 - keep the loop alive; tried again on the next resync
+            log.exception("admission pass failed")
+            continue
+        rt.admission_may_list = result.listed or (rt.admission_may_list and not result.conditions)
+        generations = {(i.get("metadata") or {}).get("name"): (i.get("metadata") or {}).get("generation")
+                       for i in items}
+        enforcing = {name: (generations.get(name), cond) for name, cond in result.conditions.items()}
+        if enforcing != rt.enforcing:
+            rt.enforcing = enforcing
+            for name in enforcing.keys() | rt.policies.keys():
+                if name in rt.policies:
+                    rt.policies[name].needs_write = True
+            rt.changed.set()
+
+
 async def loop_lag_probe(period: float = 0.25) -> None:
     """Measure how late the event loop runs a timer (a pass or a page parsed in the loop blocks it)."""
     while True:
@@ -525,6 +570,10 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
         )
     rt.api = client.CoreV1Api()
     rt.custom = client.CustomObjectsApi()
+    rt.admission_may_list = await asyncio.to_thread(admission.may_list, client.ApiClient())
+    rt.admission_writer = admission.Writer(client.ApiClient())
+    logger.info("admission enforcement RBAC (%s): %s", admission.OVERLAY,
+                "present" if rt.admission_may_list else "absent: a MemoryPolicy that asks for enforcement will say so")
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     o = rt.options
     rt.sink = EventSink(rt.api, instance, o.event_burst, o.event_refill_seconds, o.event_qps)
@@ -559,6 +608,7 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     rt.tasks.append(asyncio.create_task(rt.sink.run(), name="memory-hygiene events"))
     rt.tasks.append(asyncio.create_task(reconcile_loop(rt), name="memory-hygiene reconcile"))
     rt.tasks.append(asyncio.create_task(loop_lag_probe(), name="memory-hygiene loop lag"))
+    rt.tasks.append(asyncio.create_task(admission_loop(rt), name="memory-hygiene admission"))
 
 
 @kopf.on.cleanup()

@@ -31,10 +31,15 @@ def seen_from_status(status: dict[str, Any] | None) -> dict[tuple, str]:
 
 def ready_condition(status: str, reason: str, message: str, generation: int | None,
                     previous: dict[str, Any] | None, now: float) -> dict[str, Any]:
-    prev = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    return condition("Ready", status, reason, message, generation, previous, now)
+
+
+def condition(type_: str, status: str, reason: str, message: str, generation: int | None,
+              previous: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    prev = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == type_), None)
     changed = prev is None or prev.get("status") != status
     return {
-        "type": "Ready",
+        "type": type_,
         "status": status,
         "reason": reason,
         "message": message,

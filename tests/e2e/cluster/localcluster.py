@@ -16,6 +16,10 @@ What that means for tests:
 * The ``ServiceAccount`` admission plugin is disabled (as in envtest), because
   nothing creates the ``default`` ServiceAccount in new namespaces and pods
   would otherwise be rejected.
+* An audit log (``.audit_log``, JSON lines in the temp dir, see ``AUDIT_POLICY``):
+  metadata of writes to pods and workloads only, where ValidatingAdmissionPolicies
+  in Audit mode leave their annotations. No kube-controller-manager also means no
+  ValidatingAdmissionPolicy type-checking status.
 
 Binaries:
 
@@ -66,6 +70,20 @@ ETCD_MODULE_DIR = HERE / "etcd"
 
 #: Disabled admission plugins (envtest does the same; see module docstring).
 DEFAULT_DISABLED_ADMISSION_PLUGINS = ("ServiceAccount",)
+
+#: The audit policy (``--audit-policy-file``): metadata of writes to pods and workloads only, where
+#: ValidatingAdmissionPolicies in Audit mode leave their annotations
+#: (``validation.policy.admission.k8s.io/validation_failure``); nothing else is logged.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch"],
+         "resources": [{"group": "", "resources": ["pods"]}, {"group": "apps"}, {"group": "batch"}]},
+        {"level": "None"},
+    ],
+}
 
 
 class LocalClusterError(RuntimeError):
@@ -531,6 +549,8 @@ class LocalCluster:
         self.etcd_url: str | None = None
         self.pki: dict[str, Path] = {}
         self.startup_seconds: float | None = None
+        self.audit_log: Path | None = None
+        """The API server's audit log (JSON lines, see AUDIT_POLICY), in ``.root``."""
         self.etcd_pid: int | None = None
         self.etcd_version: str | None = None
         self.apiserver_pid: int | None = None
@@ -646,6 +666,12 @@ class LocalCluster:
             "--profiling=false",
             "--v=1",
         ]
+        audit_policy = self.root / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        self.audit_log = self.root / "audit.log"
+        # blocking mode: an event is in the file when the request returns; one file, no rotation
+        args += [f"--audit-policy-file={audit_policy}", f"--audit-log-path={self.audit_log}",
+                 "--audit-log-mode=blocking", "--audit-log-format=json"]
         if self.address != "127.0.0.1":
             # A real node (tests/e2e/cluster/realnode.py): logs/exec reach its kubelet, which
             # trusts this CA's client certificates.
