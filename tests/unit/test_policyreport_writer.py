@@ -5,7 +5,6 @@ deleted once the policy is evaluated without it, and a deleted policy takes its 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from memory_hygiene.core.rules import MISSING_REQUEST, OVERCOMMITTED, Violation
@@ -23,11 +22,11 @@ class FakeCustom:
 
     def patch_namespaced_custom_object(self, group, version, ns, plural, name, body, **kw):
         assert kw == {"field_manager": "memory-hygiene", "force": True, "_content_type": "application/apply-patch+yaml"}
-        self.calls.append(("apply", plural, ns, name, json.loads(body)))
+        self.calls.append(("apply", plural, ns, name, body))
 
     def patch_cluster_custom_object(self, group, version, plural, name, body, **kw):
         assert kw["_content_type"] == "application/apply-patch+yaml"
-        self.calls.append(("apply", plural, "", name, json.loads(body)))
+        self.calls.append(("apply", plural, "", name, body))
 
     def delete_namespaced_custom_object(self, group, version, ns, plural, name):
         self.calls.append(("delete", plural, ns, name))

@@ -16,7 +16,6 @@ namespaces its violations are in. RBAC: manifests/overlays/policyreports/ (the c
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -127,7 +126,8 @@ class ReportWriter:
                         f"{scope}/" if scope else "", name, err)
 
     def _apply(self, kind: str, scope: str, name: str, body: dict[str, Any]) -> None:
-        data = json.dumps(body)  # JSON is YAML: the apply patch content type takes it
+        # The client sends a dict as JSON, which is YAML: the apply patch content type takes it.
+        data = body
         kw = {"field_manager": "memory-hygiene", "force": True, "_content_type": "application/apply-patch+yaml"}
         if scope == R.CLUSTER:
             self.custom.patch_cluster_custom_object(R.GROUP, R.VERSION, PLURALS[kind], name, data, **kw)
