@@ -4,8 +4,10 @@ created, under the RBAC the chart installed: the seed scenarios are reported. Th
 plane has no kubelet, so the chart's Deployment is stored but never runs (as in test_rbac.py,
 which does the same for `kubectl apply -k manifests/`); tests/e2e/realnode/ runs images on a node.
 
-The release stays installed (a deleted namespace stays Terminating without a namespace controller):
-`--take-ownership` lets it adopt objects test_rbac.py may have applied first with kubectl.
+The release stays installed (a deleted namespace stays Terminating without a namespace controller).
+test_rbac.py may have applied the same objects with `kubectl apply -k` first: the install then
+adopts them as docs/install.md says to move from kustomize to Helm (`--take-ownership`, and
+`--force-conflicts` for the fields kubectl's client-side apply owns).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def helm(cluster):
 @pytest.fixture(scope="module")
 def release(helm, crd, kubectl):
     out = helm("upgrade", "--install", "memory-hygiene", str(CHART), "--namespace", "default",
-               "--take-ownership", "--set", "enforcement.enabled=true")
+               "--take-ownership", "--force-conflicts", "--set", "enforcement.enabled=true")
     assert out.returncode == 0, out.stderr
     status = helm("status", "memory-hygiene", "--namespace", "default", "-o", "json")
     assert status.returncode == 0, status.stderr
