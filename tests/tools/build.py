@@ -8,7 +8,7 @@ Prometheus' Kubernetes dependencies never have to agree). Binaries are cached in
 (tests/e2e/cluster/localcluster.py ``_go_build``), so concurrent sessions build each once. A
 build that fails raises with the build's last lines: nothing here is optional.
 
-    python tests/tools/build.py            # build (or find cached) helm, promtool, kubeconform
+    python tests/tools/build.py            # build (or find cached) helm, promtool, kubeconform, dashlint
     python tests/tools/build.py helm       # one of them; prints the paths
 
 ``MEMORY_HYGIENE_HELM`` (``..._PROMTOOL``, ``..._KUBECONFORM``) names a binary to use instead.
@@ -17,6 +17,7 @@ To change a version: edit the ``require`` line, then ``go mod tidy`` in that dir
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -38,6 +39,9 @@ TOOLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
                  ("github.com/prometheus/common/version.Version={version}",)),
     "kubeconform": ("github.com/yannh/kubeconform", "github.com/yannh/kubeconform/cmd/kubeconform",
                     ("main.version={version}",)),
+    # Our own main.go over the dashboard schema of Grafana's foundation SDK (the version is the
+    # SDK's; the cached binary's name also carries a hash of main.go).
+    "dashlint": ("github.com/grafana/grafana-foundation-sdk/go", ".", ()),
 }
 
 
@@ -64,10 +68,14 @@ def build(tool: str, *, force: bool = False) -> Path:
             raise ToolError(f"MEMORY_HYGIENE_{tool.upper()}={override} is not executable")
         return Path(override)
     version = pinned_version(tool)
-    target = localcluster.bin_dir() / f"{tool}-{version}"
+    _module, package, stamps = TOOLS[tool]
+    name = f"{tool}-{version}"
+    if package == ".":  # built from our own source here: a change to it is a new binary
+        digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted((HERE / tool).glob("*.go"))))
+        name += "-" + digest.hexdigest()[:12]
+    target = localcluster.bin_dir() / name
     if target.exists() and not force:
         return target
-    _module, package, stamps = TOOLS[tool]
     ldflags = " ".join(["-s", "-w", *(f"-X {s.format(version=version)}" for s in stamps)])
     return localcluster._go_build(localcluster.find_go(), target, HERE / tool, package, ldflags,
                                   f"{tool} {version}", "a few minutes", force=force)

@@ -3,8 +3,10 @@ checks and unit-tests the rules; the dashboard is linted here (its queries parse
 metrics and labels the operator's own); the copies in manifests/overlays/monitoring/ and the chart
 agree with charts/memory-hygiene/files/, the one source.
 
-(grafana/dashboard-linter would be the natural dashboard linter, but the Go module proxy refuses
-to serve it: 403 "not available". The checks below are the ones of its rules that apply here.)
+The dashboard is checked against the dashboard schema of Grafana's foundation SDK (dashlint,
+tests/tools/dashlint/: a strict decode, panel options included, and the schema's Validate()), and
+with the checks of grafana/dashboard-linter's rules that apply here (the Go module proxy refuses to
+serve dashboard-linter itself: 403 "not available").
 """
 
 from __future__ import annotations
@@ -118,6 +120,21 @@ def test_alerts_read_the_operators_metrics() -> None:
 
 def _dashboard() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
+
+
+def test_dashboard_matches_grafanas_schema(tmp_path: Path) -> None:
+    try:
+        dashlint = str(tools.build("dashlint"))
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"cannot build dashlint (python tests/tools/build.py dashlint): {e}", pytrace=False)
+    out = run([dashlint, str(DASHBOARD)])
+    assert out.returncode == 0 and "ok (7 panels)" in out.stdout, out.stdout + out.stderr
+    bad = _dashboard()
+    bad["panels"][0]["options"]["legend"]["displayMod"] = "table"  # a typo Grafana would ignore
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(bad))
+    out = run([dashlint, str(f)])
+    assert out.returncode == 1 and "displayMod" in out.stdout, out.stdout + out.stderr
 
 
 def test_dashboard_lint() -> None:
