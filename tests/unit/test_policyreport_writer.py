@@ -98,3 +98,33 @@ def test_writer() -> None:
                                                        ("delete", "policyreports", "a")]
 
     asyncio.run(scenario())
+
+
+def test_a_failed_write_is_tried_again_without_a_new_change(monkeypatch) -> None:
+    import memory_hygiene.shell.policyreports as mod
+
+    monkeypatch.setattr(mod, "RETRY_SECONDS", 0.05)
+
+    class Flaky(FakeCustom):
+        fails = 1
+
+        def patch_namespaced_custom_object(self, *a, **kw):
+            if self.fails:
+                self.fails -= 1
+                raise RuntimeError("503 from the API server")
+            super().patch_namespaced_custom_object(*a, **kw)
+
+    async def scenario() -> None:
+        custom = Flaky()
+        w = ReportWriter(custom, cap=10, interval=0)
+        w.observe("p", FakeEngine([pv("a", "x")]), True, lambda v: None)
+        task = asyncio.create_task(w.run())
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if custom.calls:
+                break
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert [c[:3] for c in custom.calls] == [("apply", "policyreports", "a")]
+
+    asyncio.run(scenario())

@@ -29,6 +29,9 @@ from . import metrics
 
 log = logging.getLogger("memory_hygiene.policyreports")
 
+RETRY_SECONDS = 5.0
+"""A failed write or delete is tried again this much later (and on the next change of its scope)."""
+
 PLURALS = {"PolicyReport": "policyreports", "ClusterPolicyReport": "clusterpolicyreports"}
 
 
@@ -100,6 +103,8 @@ class ReportWriter:
             for name, p in list(self.policies.items()):
                 for scope in sorted(p.index.take()):
                     await self._write(name, p, scope)
+            if any(p.index.dirty for p in self.policies.values()):  # a write failed: try again later
+                asyncio.get_running_loop().call_later(RETRY_SECONDS, self.wake.set)
 
     async def _write(self, policy: str, p: _Policy, scope: str) -> None:
         body = R.build_report(policy, scope, (p.index.scopes.get(scope) or {}).values(), self.cap, p.first_seen)
