@@ -81,9 +81,9 @@ def _node_agent(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "memory-hygiene") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="memory-hygiene",
+        prog=prog,
         description="Keeps Kubernetes memory honest: overcommitted nodes, silent OOM kills, missing requests.",
     )
     parser.add_argument("--version", action="version", version=f"memory-hygiene {__version__}")
@@ -152,11 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "memory-hygiene") -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     return int(args.func(args))
+
+
+def kubectl_plugin() -> int:
+    """``kubectl-memory_hygiene``: the same CLI as a kubectl plugin, ``kubectl memory-hygiene audit ...``
+    (kubectl runs ``kubectl-memory_hygiene`` from PATH for ``kubectl memory-hygiene``; the
+    plugin gets kubectl's environment, so ``$KUBECONFIG`` is the same cluster)."""
+    return main(prog="kubectl memory-hygiene")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ async def _main(args: argparse.Namespace) -> None:
     o.max_status_violations = args.max_status_violations
     o.event_burst, o.event_refill_seconds, o.event_qps = args.event_burst, args.event_refill_seconds, args.event_qps
     o.status_interval = args.status_interval
+    o.policy_reports, o.policy_report_max_results = args.policy_reports, args.policy_report_max_results
     runner = await _http(rt, args.http_host, args.http_port) if args.http_port else None
     try:
         # One replica (Deployment strategy Recreate). No kopf peering: a paused peer would keep
@@ -79,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    if args.max_status_violations < 1 or args.event_burst < 1 or args.event_refill_seconds <= 0 \
+    if args.max_status_violations < 1 or args.policy_report_max_results < 1 or args.event_burst < 1 or args.event_refill_seconds <= 0 \
             or args.status_interval < 0:
-        log.error("--max-status-violations and --event-burst must be >= 1, --event-refill-seconds > 0, "
+        log.error("--max-status-violations, --policy-report-max-results and --event-burst must be >= 1, --event-refill-seconds > 0, "
                   "--status-interval >= 0")
         return 2
     try:

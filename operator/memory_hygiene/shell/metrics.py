@@ -105,3 +105,9 @@ LOOP_LAG = Histogram(
     "How late a periodic timer fires: how long the operator's event loop was too busy to run it.",
     buckets=_LATENCY_BUCKETS,
 )
+
+POLICY_REPORT_WRITES = Counter(
+    "memory_hygiene_policy_report_writes_total",
+    "PolicyReport and ClusterPolicyReport writes (--policy-reports), by op (apply, delete) and result (ok, error).",
+    ["op", "result"],
+)

@@ -33,6 +33,7 @@ from ..core.snapshot import node_info, pod_info
 from ..core.types import NodeInfo, OOMEventInfo, PodInfo
 from . import admission, metrics, permissions
 from .events import EventSink, Target
+from .policyreports import ReportWriter
 from .reflector import ApiSession, Buckets, Reflector
 from .status import build_status, comparable, condition, invalid_status, iso, seen_from_status, status_key
 
@@ -51,6 +52,9 @@ class Options:
     status_interval: float = 2.0
     """At most one status write per policy in this many seconds (under churn every pass changes
     the counts); the first write, and a new generation's, go at once."""
+    policy_reports: bool = False
+    """Also write PolicyReports (shell/policyreports.py); opt-in, with its own RBAC."""
+    policy_report_max_results: int = 1000
 
     @classmethod
     def from_env(cls) -> Options:
@@ -98,6 +102,7 @@ class Runtime:
         self.policies: dict[str, PolicyState] = {}
         self.stores: dict[str, Buckets] = {k: Buckets() for k in ("pods", "nodes", "events", "namespaces")}
         self.sink: EventSink | None = None
+        self.reports: ReportWriter | None = None
         self.api: Any = None
         self.custom: Any = None
         self.tasks: list[asyncio.Task[Any]] = []
@@ -226,6 +231,8 @@ def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.L
     if type == "DELETED":
         rt.admission_changed.set()
         gone = rt.policies.pop(name, None)
+        if rt.reports is not None:
+            rt.reports.forget(name)
         for node in gone.exported_nodes if gone is not None else ():
             try:
                 metrics.NODE_LIMITS_RATIO.remove(name, node)
@@ -434,6 +441,8 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
         if enforcing is not None:
             status["conditions"].append(condition("Enforcing", *enforcing[1], enforcing[0], state.last_status, now))
         _export_metrics(state, whole)
+        if rt.reports is not None:
+            rt.reports.observe(state.name, state.engine, whole, lambda v, a=state.active: a.get(v.key))
         await write_status(rt, state, status)
 
 
@@ -561,7 +570,8 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
         config.load_incluster_config()
     except config.ConfigException:
         await asyncio.to_thread(config.load_kube_config, os.environ.get("KUBECONFIG"))
-    lacking = await asyncio.to_thread(permissions.missing, client.ApiClient())
+    o = rt.options
+    lacking = await asyncio.to_thread(permissions.missing, client.ApiClient(), policy_reports=o.policy_reports)
     if lacking:
         for need in lacking:
             logger.error("RBAC: this service account may not %s, needed for %s", need, need.why)
@@ -575,7 +585,6 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     logger.info("admission enforcement RBAC (%s): %s", admission.OVERLAY,
                 "present" if rt.admission_may_list else "absent: a MemoryPolicy that asks for enforcement will say so")
     instance = os.environ.get("POD_NAME") or socket.gethostname()
-    o = rt.options
     rt.sink = EventSink(rt.api, instance, o.event_burst, o.event_refill_seconds, o.event_qps)
     n = await rt.sink.preload()
     logger.info("found %d events posted by earlier runs", n)
@@ -606,6 +615,10 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
 
     rt.oneshots.append(asyncio.create_task(synced(), name="memory-hygiene synced"))
     rt.tasks.append(asyncio.create_task(rt.sink.run(), name="memory-hygiene events"))
+    if o.policy_reports:
+        rt.reports = ReportWriter(rt.custom, o.policy_report_max_results, o.status_interval)
+        logger.info("found %d PolicyReports written by earlier runs", await rt.reports.preload())
+        rt.tasks.append(asyncio.create_task(rt.reports.run(), name="memory-hygiene policy reports"))
     rt.tasks.append(asyncio.create_task(reconcile_loop(rt), name="memory-hygiene reconcile"))
     rt.tasks.append(asyncio.create_task(loop_lag_probe(), name="memory-hygiene loop lag"))
     rt.tasks.append(asyncio.create_task(admission_loop(rt), name="memory-hygiene admission"))

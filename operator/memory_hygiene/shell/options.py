@@ -22,4 +22,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="one more Event per object every S seconds (client-go: 300)")
     p.add_argument("--event-qps", type=float, default=50.0, metavar="Q",
                    help="Events posted per second at most, over all objects (default 50, kubelet's eventRecordQPS)")
+    p.add_argument("--policy-reports", action="store_true",
+                   help="also write the violations as wgpolicyk8s.io/v1alpha2 PolicyReports (one per namespace "
+                   "with pod violations) and a ClusterPolicyReport (node violations) per policy; needs their "
+                   "CRDs and the RBAC of manifests/overlays/policyreports/ (default off)")
+    p.add_argument("--policy-report-max-results", type=int, default=1000, metavar="N",
+                   help="at most N results in one report, most severe first; its summary counts all (default 1000)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs")

@@ -38,13 +38,23 @@ NEEDS = [
 ]
 
 
-def missing(api_client: Any) -> list[Need]:
+# --policy-reports only (manifests/overlays/policyreports/clusterrole.yaml).
+POLICY_REPORT_NEEDS = [
+    Need("wgpolicyk8s.io", r, v, why=why) for r in ("policyreports", "clusterpolicyreports")
+    for v, why in (("list", "reports of an earlier run, at startup"),
+                   ("create", "server-side apply of a report that does not exist yet"),
+                   ("patch", "server-side apply of a report"),
+                   ("delete", "a report whose last violation ended"))
+]
+
+
+def missing(api_client: Any, *, policy_reports: bool = False) -> list[Need]:
     """The needs this identity lacks (one SelfSubjectAccessReview each)."""
     from kubernetes import client
 
     authz = client.AuthorizationV1Api(api_client)
     out = []
-    for n in NEEDS:
+    for n in NEEDS + (POLICY_REPORT_NEEDS if policy_reports else []):
         review = client.V1SelfSubjectAccessReview(
             spec=client.V1SelfSubjectAccessReviewSpec(
                 resource_attributes=client.V1ResourceAttributes(
