@@ -89,6 +89,7 @@ def test_defaults_render_exactly_the_kustomize_install() -> None:
 @pytest.mark.parametrize("overlay,values", [
     ("manifests/overlays/servicemonitor", "serviceMonitor.enabled=true"),
     ("manifests/overlays/policyreports", "policyReports.enabled=true"),
+    ("manifests/overlays/enforcement", "enforcement.enabled=true"),
 ])
 def test_toggles_render_the_overlays(overlay: str, values: str) -> None:
     chart, kust = by_key(helm_template("--set", values)), by_key(kustomize(overlay))
@@ -150,6 +151,7 @@ def schema_location(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("source", ["chart:defaults", "chart:all-on", "chart:no-agent",
                                     "kustomize:manifests", "kustomize:manifests/overlays/servicemonitor",
                                     "kustomize:manifests/overlays/policyreports",
+                                    "kustomize:manifests/overlays/enforcement",
                                     "kustomize:manifests/overlays/monitoring"])
 def test_kubeconform_strict(source: str, schema_location: str, tmp_path: Path) -> None:
     """Every object the chart or kustomize renders is valid against the Kubernetes v1.37 API and the
@@ -194,9 +196,9 @@ def test_toggles() -> None:
                      ("ServiceMonitor", "memory-hygiene"), ("PrometheusRule", "memory-hygiene"),
                      ("ConfigMap", "memory-hygiene-dashboard")}
     role = next(d for d in on if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "memory-hygiene-enforcement")
-    assert role["rules"] == [{"apiGroups": ["admissionregistration.k8s.io"],
-                              "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
-                              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]
+    overlay_role = next(d for d in kustomize("manifests/overlays/enforcement") if d["kind"] == "ClusterRole"
+                        and d["metadata"]["name"] == "memory-hygiene-enforcement")
+    assert role["rules"] == overlay_role["rules"]
     binding = next(d for d in on if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"] == "memory-hygiene-enforcement")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "memory-hygiene", "namespace": "memory-hygiene"}]
     dep = next(d for d in on if d["kind"] == "Deployment")

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .rules import MEMORY_PRESSURE, MISSING_LIMIT, MISSING_REQUEST, OVERCOMMITTED, SILENT_OOM, Violation, violation_order
+from .rules import (ALLOCATABLE_ABOVE_CAPACITY, LIMIT_RATIO, MEMORY_PRESSURE, MISSING_LIMIT, MISSING_REQUEST, OVERCOMMITTED,
+                    SILENT_OOM, Violation, violation_order)
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
 GROUP, VERSION = API_VERSION.split("/")
@@ -32,6 +33,8 @@ SEVERITY = {
     OVERCOMMITTED: "medium",  # a risk: eviction or OOM once the pods use their limits
     MISSING_REQUEST: "medium",
     MISSING_LIMIT: "low",
+    ALLOCATABLE_ABOVE_CAPACITY: "medium",  # the node's own numbers are wrong: every judgement of it is off
+    LIMIT_RATIO: "low",  # overcommits the node by design, not yet a failure
 }
 
 
