@@ -207,7 +207,10 @@ def build_image(*, force: bool = False) -> dict[str, Any]:
             t1 = time.monotonic()
             pip_conf = cache_dir() / "pip.conf"
             pip_conf.write_text(f"[global]\ncert = {HOST_CA}\n")
-            _run("buildah", "bud", "--isolation", "chroot", "--pull=never", "--layers",
+            # No --layers: buildah's cache key for the final stage's `RUN --mount=...,from=builder`
+            # is the instruction and its parent, not what the mount holds, so a cached layer would
+            # install the wheel of older sources. The archive is cached by its inputs already.
+            _run("buildah", "bud", "--isolation", "chroot", "--pull=never",
                  "--build-arg", f"BASE_IMAGE={base}",
                  "-v", f"{HOST_CA}:{HOST_CA}:ro", "-v", f"{pip_conf}:/etc/pip.conf:ro",
                  "-t", image, "-f", str(ROOT / "Dockerfile"), str(ROOT), what="buildah bud")
