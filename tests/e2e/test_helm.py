@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import OperatorProcess, wait_for
-from tests.e2e.sim.kube import load_snapshot
-from tests.e2e.test_operator import EXAMPLES, scoped_spec, settled_with
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.test_operator import reports_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "memory-hygiene"
@@ -75,16 +73,8 @@ def test_operator_with_the_charts_service_account_reports_the_seeds(release, clu
     kubeconfig = cluster.service_account_kubeconfig("memory-hygiene", "memory-hygiene", create=False)
     op = OperatorProcess(kubeconfig, tmp_path / "helm-operator.log").start()
     try:
-        for seed in ("seed000-case1-1-silent-oom.yaml", "seed000-case2-memory-pressure.yaml"):
-            tag = uuid.uuid4().hex[:8]
-            load_snapshot(sim, EXAMPLES / seed, tag, labels={"mh-test": tag})
-            name = f"helm-{tag}"
-            kube.apply_policy(name, scoped_spec(tag))
-            status = settled_with(kube, name, lambda s: s["summary"]["violations"] > 0, what=f"{seed} evaluated")
-            for v in status["violations"]:
-                ns = v.get("namespace") or "default"
-                wait_for(lambda: kube.events(ns, **{"involvedObject.name": v["name"], "reason": v["rule"]}),
-                         what=f"{v['rule']} event posted with the chart's RBAC")
+        reports_seeds(sim, kube, ("seed000-case1-1-silent-oom.yaml", "seed000-case2-memory-pressure.yaml"), "helm",
+                      "the chart's RBAC")
         assert "Forbidden" not in op.logs(400), op.logs()
     finally:
         op.stop()

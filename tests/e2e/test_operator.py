@@ -43,6 +43,21 @@ def settled_with(kube, name: str, predicate, timeout: float = 30, what: str = "s
     return wait_for(check, timeout=timeout, what=f"{name}: {what}")
 
 
+def reports_seeds(sim, kube, seeds, prefix: str, rights: str) -> None:
+    """Each seed scenario loaded and selected by a policy of its own: the running operator reports
+    it, and posts an Event for each violation (the proof that ``rights`` suffice)."""
+    for seed in seeds:
+        tag = uuid.uuid4().hex[:8]
+        load_snapshot(sim, EXAMPLES / seed, tag, labels={"mh-test": tag})
+        name = f"{prefix}-{tag}"
+        kube.apply_policy(name, scoped_spec(tag))
+        status = settled_with(kube, name, lambda s: s["summary"]["violations"] > 0, what=f"{seed} evaluated")
+        for v in status["violations"]:
+            ns = v.get("namespace") or "default"
+            wait_for(lambda: kube.events(ns, **{"involvedObject.name": v["name"], "reason": v["rule"]}),
+                     what=f"{v['rule']} event posted with {rights}")
+
+
 def new_scenario(sim, tag: str, node_memory=("8Gi", "7Gi"), pressure=False):
     ns = f"ns-{tag}"
     node = f"node-{tag}"

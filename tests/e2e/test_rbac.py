@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import OperatorProcess, wait_for
-from tests.e2e.sim.kube import load_snapshot
-from tests.e2e.test_operator import EXAMPLES, scoped_spec, settled_with
+from tests.e2e.test_operator import reports_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 NS, SA = "memory-hygiene", "memory-hygiene"
@@ -37,17 +36,8 @@ def test_operator_with_its_own_service_account_passes_the_seeds(installed, clust
     kubeconfig = cluster.service_account_kubeconfig(NS, SA, create=False)
     op = OperatorProcess(kubeconfig, tmp_path / "sa-operator.log").start()
     try:
-        for seed in ("seed000-case1-1-silent-oom.yaml", "seed000-case2-memory-pressure.yaml",
-                     "seed004-gke-oom-score-adj.yaml"):
-            tag = uuid.uuid4().hex[:8]
-            load_snapshot(sim, EXAMPLES / seed, tag, labels={"mh-test": tag})
-            name = f"rbac-{tag}"
-            kube.apply_policy(name, scoped_spec(tag))
-            status = settled_with(kube, name, lambda s: s["summary"]["violations"] > 0, what=f"{seed} evaluated")
-            for v in status["violations"]:
-                ns = v.get("namespace") or "default"
-                wait_for(lambda: kube.events(ns, **{"involvedObject.name": v["name"], "reason": v["rule"]}),
-                         what=f"{v['rule']} event posted with the service account's rights")
+        reports_seeds(sim, kube, ("seed000-case1-1-silent-oom.yaml", "seed000-case2-memory-pressure.yaml",
+                                  "seed004-gke-oom-score-adj.yaml"), "rbac", "the service account's rights")
         assert "403" not in op.logs(400) and "Forbidden" not in op.logs(400), op.logs()
     finally:
         op.stop()
