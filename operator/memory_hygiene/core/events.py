@@ -5,18 +5,13 @@ from __future__ import annotations
 import sys
 
 from .kernel import clean_text
-from .policy import KNOWN_REPORTERS  # noqa: F401 - re-exported: where the reporters are read
 from .resources import mapping
 from .snapshot import MalformedObjectError, _str, _time
 from .types import OOMEventInfo
 
 OOM_REASONS = ("OOMKilling", "SystemOOM")
 """Event reasons that report a kernel OOM kill. Which sources a policy believes is its own
-setting (``rules.silentOOM.reporters``, checked in ``rules.py``)."""
-
-REPORTER_NAMESPACES = ("default", "")
-"""Where the reporters post their Node Events (client-go's recorder puts an Event about a
-cluster-scoped object in ``default``); "" for a hand-written file without a namespace."""
+setting (``rules.silentOOM.reporters``, checked in ``rules.py`` with the namespace they post in)."""
 
 
 def oom_event_info(event: dict) -> OOMEventInfo | None:
