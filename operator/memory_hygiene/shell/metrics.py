@@ -43,6 +43,10 @@ RECONCILE_SECONDS = Histogram(
 STATUS_WRITES = Counter(
     "memory_hygiene_status_writes_total", "MemoryPolicy status writes, by result.", ["result"]
 )
+POLICY_RESYNCS = Counter(
+    "memory_hygiene_policy_resyncs_total",
+    "MemoryPolicies the watch missed (created, changed or deleted) and the periodic list found.",
+)
 UNPARSED_OOM_EVENTS = Counter(
     "memory_hygiene_unparsed_oom_events_total", "OOM Events whose message held no kernel OOM line."
 )

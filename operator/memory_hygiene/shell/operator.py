@@ -87,6 +87,8 @@ class PolicyState:
     exported_nodes: set[str] = field(default_factory=set)
     evaluated: bool = False
     """Its first pass is done: ``active`` holds every violation now."""
+    seen_at: float = field(default_factory=time.monotonic)
+    """When this generation was delivered (time.monotonic())."""
 
 
 class Runtime:
@@ -100,6 +102,8 @@ class Runtime:
         """Buckets changed since the last pass -> when the first change was seen (monotonic)."""
         self.full = True
         self.policies: dict[str, PolicyState] = {}
+        self.deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        """UIDs of the MemoryPolicies seen deleted (the last 10,000): a list begun earlier brings none back."""
         self.stores: dict[str, Buckets] = {k: Buckets() for k in ("pods", "nodes", "events", "namespaces")}
         self.sink: EventSink | None = None
         self.reports: ReportWriter | None = None
@@ -226,11 +230,21 @@ def reflectors(rt: Runtime, api: ApiSession, chunk: int, watch_list: bool = Fals
 
 @kopf.on.event(P.GROUP, P.VERSION, P.PLURAL)
 def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    rt = runtime()
+    observe_policy(runtime(), type, name, body, logger)
+
+
+def observe_policy(rt: Runtime, type: str | None, name: str, body: Any, logger: logging.Logger | None = None) -> None:
+    """A MemoryPolicy as kopf delivers it (``type`` "DELETED" when it is gone), or as the
+    periodic list found it (``resync_policies``)."""
+    logger = logger or log
     meta = body.get("metadata") or {}
     if type == "DELETED":
         rt.admission_changed.set()
         gone = rt.policies.pop(name, None)
+        if gone is not None:
+            rt.deleted[gone.uid] = None
+            while len(rt.deleted) > 10_000:
+                rt.deleted.popitem(last=False)
         if rt.reports is not None:
             rt.reports.forget(name)
         for node in gone.exported_nodes if gone is not None else ():
@@ -265,6 +279,38 @@ def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.L
     rt.policies[name] = new
     rt.changed.set()
     rt.admission_changed.set()
+
+
+def resync_policies(rt: Runtime, items: list[dict], listed_since: float) -> list[str]:
+    """Repair what kopf's watch missed, from a list of every MemoryPolicy begun at monotonic
+    time ``listed_since``: a policy it never delivered, a newer generation, one deleted.
+
+    kopf stops watching a resource whose CRD is deleted, and rescans when a CRD event comes; when
+    the CRD is created again, the API server's discovery can lag behind its last event (Established),
+    and kopf then never watches it again (seen here: 1 in 3 re-creations). Only what is certainly
+    newer than what we hold is taken: generations only grow, and a policy is taken for deleted only
+    when we had it before the list began. Returns what was repaired, to log."""
+    repaired: list[str] = []
+    listed = {}
+    for item in items:
+        meta = item.get("metadata") or {}
+        if meta.get("name"):
+            listed[meta["name"]] = item
+    for name, item in listed.items():
+        meta = item["metadata"]
+        state = rt.policies.get(name)
+        if meta.get("uid") in rt.deleted:
+            continue  # the list began before kopf told of its deletion
+        newer = (state is None or (state.uid != meta.get("uid") and state.seen_at < listed_since)
+                 or (state.uid == meta.get("uid") and (meta.get("generation") or 0) > (state.generation or 0)))
+        if newer:
+            observe_policy(rt, None, name, item)
+            repaired.append(name)
+    for name, state in list(rt.policies.items()):
+        if name not in listed and state.seen_at < listed_since:
+            observe_policy(rt, "DELETED", name, {})
+            repaired.append(name)
+    return repaired
 
 
 # --- the reconcile loop ------------------------------------------------------------------------
@@ -529,8 +575,14 @@ async def admission_loop(rt: Runtime) -> None:
             pass
         rt.admission_changed.clear()
         try:
+            listed_since = time.monotonic()
             listed = await asyncio.to_thread(rt.custom.list_cluster_custom_object, P.GROUP, P.VERSION, P.PLURAL)
             items = listed.get("items") or []
+            repaired = resync_policies(rt, items, listed_since)
+            if repaired:
+                metrics.POLICY_RESYNCS.inc(len(repaired))
+                log.warning("the watch of MemoryPolicies missed %s: taken from the periodic list",
+                            ", ".join(sorted(repaired)))
             policies = admission.live_policies(items)
             result = await asyncio.to_thread(admission.sync, rt.admission_writer, policies, namespace,
                                              rt.admission_may_list)

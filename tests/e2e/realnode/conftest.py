@@ -165,14 +165,23 @@ def noperator(node, ncrd, tmp_path_factory) -> Iterator[OperatorProcess]:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed:
+    if report.when in ("setup", "call") and report.failed:
         for name in ("noperator", "agent"):
-            proc = item.funcargs.get(name)
+            proc = item.funcargs.get(name) or _fixture_value(item, name)
             if proc is not None:
                 report.sections.append((f"{name} log (last lines)", proc.logs()))
         rn = item.funcargs.get("node")
         if isinstance(rn, realnode.RealNode) and rn.work is not None:
             report.sections.append(("kubelet log (last lines)", localcluster._tail(rn.logs / "kubelet.log", 40)))
+
+
+def _fixture_value(item, name: str):
+    """A package fixture's value even when the test's setup failed before filling funcargs."""
+    try:
+        defs = item._fixtureinfo.name2fixturedefs.get(name) or ()
+        return next((d.cached_result[0] for d in reversed(defs) if getattr(d, "cached_result", None)), None)
+    except Exception:  # noqa: BLE001 - only for a failure report
+        return None
 
 
 def pod_manifest(name: str, command: list[str], *, requests: dict | None = None, limits: dict | None = None,

@@ -1,0 +1,47 @@
+"""The periodic list of MemoryPolicies repairs what kopf's watch missed, and never undoes what
+the watch told after the list began (shell/operator.py resync_policies)."""
+
+import asyncio
+import time
+
+from memory_hygiene.shell import operator as op
+
+
+def body(name: str, uid: str, generation: int, spec: dict | None = None) -> dict:
+    return {"metadata": {"name": name, "uid": uid, "generation": generation}, "spec": spec or {}}
+
+
+def runtime() -> op.Runtime:
+    async def make() -> op.Runtime:  # Runtime holds asyncio Events
+        return op.Runtime()
+    return asyncio.run(make())
+
+
+def test_missed_creation_edit_and_deletion_are_repaired():
+    rt = runtime()
+    op.observe_policy(rt, None, "edited", body("edited", "u1", 1))
+    op.observe_policy(rt, None, "deleted", body("deleted", "u2", 1))
+    listed_since = time.monotonic()
+    items = [body("edited", "u1", 2, {"rules": {"missingRequests": {"enabled": False}}}), body("new", "u3", 1)]
+    repaired = op.resync_policies(rt, items, listed_since)
+    assert sorted(repaired) == ["deleted", "edited", "new"]
+    assert set(rt.policies) == {"edited", "new"}
+    assert rt.policies["edited"].generation == 2
+    assert rt.policies["edited"].engine.spec.rules.missing_requests.enabled is False
+    assert op.resync_policies(rt, items, time.monotonic()) == [], "nothing twice"
+
+
+def test_what_the_watch_told_after_the_list_began_stands():
+    rt = runtime()
+    listed_since = time.monotonic()
+    time.sleep(0.001)
+    op.observe_policy(rt, None, "created-later", body("created-later", "u1", 1))
+    op.observe_policy(rt, None, "edited-later", body("edited-later", "u2", 3))
+    op.observe_policy(rt, None, "recreated", body("recreated", "u-new", 1))
+    op.observe_policy(rt, None, "deleted-later", body("deleted-later", "u4", 1))
+    op.observe_policy(rt, "DELETED", "deleted-later", body("deleted-later", "u4", 1))
+    items = [body("edited-later", "u2", 2), body("recreated", "u-old", 5), body("deleted-later", "u4", 1)]
+    assert op.resync_policies(rt, items, listed_since) == []
+    assert set(rt.policies) == {"created-later", "edited-later", "recreated"}
+    assert rt.policies["edited-later"].generation == 3
+    assert rt.policies["recreated"].uid == "u-new"
