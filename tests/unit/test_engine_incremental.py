@@ -154,3 +154,102 @@ def test_who_an_oom_kill_was_attributed_to_outlives_its_pod(how):
 
     engine.refresh(snapshot_view(nodes, [other], events), {"n1"}, t0 + 3601)  # out of the lookback
     assert engine.oom_kills() == [] and not list(engine.violations())
+
+
+SPECS = [
+    {},
+    {"rules": {"missingRequests": {"requireLimits": True}, "silentOOM": {"lookbackSeconds": 600}}},
+    {"namespaceSelector": {"matchLabels": {"team": "a"}}, "rules": {"overcommit": {"maxLimitsPercent": 150}}},
+    {"podSelector": {"matchLabels": {"app": "web"}}, "rules": {"limitRatio": {"maxLimitToRequestRatio": 2}}},
+    {"nodeSelector": {"matchLabels": {"zone": "z1"}}, "rules": {"silentOOM": {"maxIncidentsPerNode": 2}}},
+    {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]},
+     "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
+    {"rules": {"silentOOM": {"enabled": False}, "memoryPressure": {"enabled": False}}},
+    {},  # the same settings as the first: shares everything with it
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_policies_sharing_one_pass_equal_each_policy_alone(seed):
+    """Rules evaluated once per object and shared by every policy (engine.Shared): over random
+    changes, each policy's picture equals that of an engine of its own with the same history."""
+    from memory_hygiene.core.engine import Shared
+
+    rnd = random.Random(seed)
+    specs = [parse_spec(s) for s in SPECS]
+    names = [f"n{i}" for i in range(5)]
+    nodes = {n: node(n, allocatable=rnd.choice(["4Gi", "8Gi"]), labels={"zone": f"z{i % 2}"})
+             for i, n in enumerate(names)}
+    namespaces = {"ns-a": {"team": "a", "kubernetes.io/metadata.name": "ns-a"},
+                  "ns-b": {"team": "b", "kubernetes.io/metadata.name": "ns-b"}}
+    pods: dict[str, object] = {}
+    events: dict[str, object] = {}
+    now = parse_time(T0)
+    shared = Shared()
+    together = [PolicyEngine(f"p{i}", s) for i, s in enumerate(specs)]
+    alone = [PolicyEngine(f"p{i}", s) for i, s in enumerate(specs)]
+    seen = {"violations": 0, "oom": 0, "gone": 0}
+    for step in range(40):
+        dirty: set[str] = set()
+        for _ in range(rnd.randint(1, 4)):
+            what = rnd.random()
+            if what < 0.5:
+                name = f"p{rnd.randint(0, 20)}"
+                where = rnd.choice([*names, UNSCHEDULED])
+                old = pods.get(name)
+                if old is not None:
+                    dirty.add(old.node or UNSCHEDULED)
+                pods[name] = pod(name, rnd.choice(SHAPES), node=where or "", uid=f"u-{name}",
+                                 ns=rnd.choice(["ns-a", "ns-b"]), labels=rnd.choice([{}, {"app": "web"}, {"app": "db"}]))
+                dirty.add(where)
+            elif what < 0.7 and pods:
+                gone = pods.pop(rnd.choice(sorted(pods)))
+                seen["gone"] += 1
+                dirty.add(gone.node or UNSCHEDULED)
+            elif what < 0.8:
+                n = rnd.choice(names)
+                nodes[n] = node(n, allocatable="4Gi", pressure=not nodes[n].memory_pressure,
+                                labels={"zone": f"z{names.index(n) % 2}"})
+                dirty.add(n)
+            else:
+                n = rnd.choice(names)
+                uid = f"ev{step}-{len(events)}"
+                events[uid] = oom_event(killed(1000 + step, score=rnd.choice([-997, 999, 875, 938])), node=n,
+                                        uid=uid, t=f"2026-11-20T10:{(int(now - parse_time(T0)) // 60) % 60:02d}:00Z")
+                dirty.add(n)
+        now += rnd.choice([1, 5, 60])
+        view = snapshot_view(nodes.values(), pods.values(), events.values(), namespaces)
+        shared.new_pass()
+        for a, b in zip(together, alone):
+            a.refresh(view, dirty if step else None, now, shared)
+            b.refresh(view, dirty if step else None, now)
+            assert a.summary() == b.summary(), (step, a.name)
+            assert sorted(v.key for v in a.violations()) == sorted(v.key for v in b.violations()), (step, a.name)
+            assert [(v.key, v.message) for v in a.worst(20)] == [(v.key, v.message) for v in b.worst(20)], step
+            assert a.oom_kills() == b.oom_kills(), (step, a.name)
+            assert a.transitions() == b.transitions(), (step, a.name)
+        shared.retain({e.keys.oom for e in together})
+        seen["violations"] += sum(e.summary()["violations"] for e in together)
+        seen["oom"] += sum(e.summary()["oomKills"] for e in together)
+    assert all(seen.values()), seen
+    summaries = {str(e.summary()) for e in together}
+    assert len(summaries) > 3, "the policies should differ"
+
+
+def test_a_pod_is_read_once_per_pass_for_every_policy_with_its_settings(monkeypatch):
+    from memory_hygiene.core import engine as engine_module
+    from memory_hygiene.core.engine import Shared
+
+    calls = []
+    real = engine_module.evaluate_pod
+    monkeypatch.setattr(engine_module, "evaluate_pod", lambda spec, p: calls.append(p.uid) or real(spec, p))
+    pods = [pod(f"p{i}", {"c": {}}, uid=f"u{i}") for i in range(10)]
+    view = snapshot_view([node("n1")], pods, [])
+    shared = Shared()
+    shared.new_pass()
+    engines = [PolicyEngine(f"p{i}", parse_spec({"rules": {"overcommit": {"maxLimitsPercent": 100 + i}}}))
+               for i in range(30)]
+    for e in engines:
+        e.refresh(view, None, parse_time(T0), shared)
+    assert sorted(calls) == sorted(p.uid for p in pods), "each pod once, for 30 policies"
+    assert all(e.summary()["missingRequests"] == 10 for e in engines)

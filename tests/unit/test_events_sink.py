@@ -165,6 +165,24 @@ def test_full_queue_drops_and_counts():
     run(go())
 
 
+def test_a_full_queue_of_backlog_makes_room_for_news():
+    """Hundreds of policies created at once fill the queue with their first evaluations'
+    backlog: a new violation's Event still goes (the newest of the backlog is dropped for it)."""
+    async def go():
+        api = FakeApi()
+        sink = EventSink(api, "test", qps=0, queue_size=3, clock=Clock())
+        before = metrics.EVENTS_DROPPED.labels(cause="queue_full")._value.get()
+        for i in range(4):
+            sink.announce(Target("v1", "Pod", f"old{i}", f"o{i}", "ns"), "r", "X", "m", True, backlog=True)
+        assert sink.announce(Target("v1", "Pod", "new", "n", "ns"), "r", "X", "m", True)
+        assert metrics.EVENTS_DROPPED.labels(cause="queue_full")._value.get() - before == 2
+        await drain(sink)
+        created = [key[1].split(".")[0] for op, key in api.calls if op == "create"]
+        assert created == ["new", "old0", "old1"]
+
+    run(go())
+
+
 def test_news_goes_before_the_backlog_of_a_first_evaluation():
     async def go():
         api = FakeApi()

@@ -1,5 +1,6 @@
-"""The periodic list of MemoryPolicies repairs what kopf's watch missed, and never undoes what
-the watch told after the list began (shell/operator.py resync_policies)."""
+"""The periodic list of MemoryPolicies repairs what kopf's watch missed (when two lists in a row
+saw it), and never undoes what the watch told after the list began (shell/operator.py
+resync_policies)."""
 
 import asyncio
 import time
@@ -23,7 +24,8 @@ def test_missed_creation_edit_and_deletion_are_repaired():
     op.observe_policy(rt, None, "deleted", body("deleted", "u2", 1))
     listed_since = time.monotonic()
     items = [body("edited", "u1", 2, {"rules": {"missingRequests": {"enabled": False}}}), body("new", "u3", 1)]
-    repaired = op.resync_policies(rt, items, listed_since)
+    assert op.resync_policies(rt, items, listed_since) == [], "the watch may be behind: not yet"
+    repaired = op.resync_policies(rt, items, time.monotonic())
     assert sorted(repaired) == ["deleted", "edited", "new"]
     assert set(rt.policies) == {"edited", "new"}
     assert rt.policies["edited"].generation == 2
@@ -42,6 +44,17 @@ def test_what_the_watch_told_after_the_list_began_stands():
     op.observe_policy(rt, "DELETED", "deleted-later", body("deleted-later", "u4", 1))
     items = [body("edited-later", "u2", 2), body("recreated", "u-old", 5), body("deleted-later", "u4", 1)]
     assert op.resync_policies(rt, items, listed_since) == []
+    assert op.resync_policies(rt, items, listed_since) == [], "not on a second look either"
     assert set(rt.policies) == {"created-later", "edited-later", "recreated"}
     assert rt.policies["edited-later"].generation == 3
     assert rt.policies["recreated"].uid == "u-new"
+
+
+def test_a_difference_the_watch_catches_up_with_is_not_repaired():
+    rt = runtime()
+    listed_since = time.monotonic()
+    assert op.resync_policies(rt, [body("new", "u1", 1)], listed_since) == []
+    op.observe_policy(rt, None, "new", body("new", "u1", 1))  # the watch tells it now
+    op.observe_policy(rt, None, "new", body("new", "u1", 2))
+    assert op.resync_policies(rt, [body("new", "u1", 2)], time.monotonic()) == []
+    assert rt.resync_differed == {}

@@ -27,13 +27,16 @@ from .rules import (
     Skipped,
     Violation,
     evaluate_node,
-    evaluate_oom,
     evaluate_pod,
+    namespace_labels,
     node_selected,
-    pod_selected,
+    oom_incidents,
+    select_incidents,
+    silent_violation,
     sort_violations,
     violation_order,
 )
+from .selectors import matches
 from .types import NodeInfo, OOMEventInfo, PodInfo
 
 UNSCHEDULED = ""
@@ -66,38 +69,178 @@ class BucketResult:
     alone, so the bucket is evaluated again); None when nothing here ages."""
 
 
+@dataclass(frozen=True)
+class PolicyKeys:
+    """What of a policy's spec each shared evaluation depends on (``Shared``): policies with the
+    same key share that evaluation. Over-keyed on purpose: a field that does not matter only costs
+    a little sharing, a missing one would be a wrong result."""
+
+    pods: str
+    nodes: str
+    oom: str
+    namespace_selector: str
+    node_selector: str
+
+    @classmethod
+    def of(cls, spec: MemoryPolicySpec) -> PolicyKeys:
+        rules = spec.rules
+        pod_rules = {"missing_requests", "limit_ratio"}
+        return cls(
+            pods=rules.model_dump_json(include=pod_rules),
+            nodes=rules.model_dump_json(exclude=pod_rules | {"silent_oom"}),
+            oom=rules.silent_oom.model_dump_json(),
+            namespace_selector=spec.namespace_selector.model_dump_json() if spec.namespace_selector else "",
+            node_selector=spec.node_selector.model_dump_json() if spec.node_selector else "",
+        )
+
+
+class Shared:
+    """The evaluations every policy of one pass shares: reading a pod or a node, and parsing and
+    attributing the OOM kills of a node, are done once per bucket for each distinct setting
+    (``PolicyKeys``), not once per policy; a policy then only selects. ``new_pass`` forgets what
+    the last pass computed (the cluster has changed since). Kept across passes: each bucket's
+    last OOM incidents, for each OOM setting (who a kill was attributed to outlives the pod)."""
+
+    def __init__(self) -> None:
+        self.incidents: dict[tuple[str, str], tuple[OOMIncident, ...]] = {}
+        self.new_pass()
+
+    def new_pass(self) -> None:
+        self._pods: dict[str, list[PodInfo]] = {}
+        self._by_namespace: dict[tuple[str, str], dict[str, tuple[list[PodInfo], list[Violation]]]] = {}
+        self._pod_violations: dict[tuple[str, str], dict[str, tuple[Violation, ...]]] = {}
+        self._nodes: dict[tuple[str, str], tuple[NodeReport, list[Violation]]] = {}
+        self._oom: dict[tuple[str, str], tuple[list[OOMIncident], list[OOMEventInfo], list[Skipped]]] = {}
+        self._silent: dict[OOMIncident, Violation] = {}
+        self._namespace_selected: dict[tuple[str, str], bool] = {}
+        self._node_selected: dict[tuple[str, str], bool] = {}
+
+    def retain(self, oom_keys: Collection[str]) -> None:
+        """Forget the incidents of OOM settings no policy has any more."""
+        for k in [k for k in self.incidents if k[1] not in oom_keys]:
+            del self.incidents[k]
+
+    def pods(self, bucket: str, view: ClusterView) -> list[PodInfo]:
+        pods = self._pods.get(bucket)
+        if pods is None:
+            pods = self._pods[bucket] = list(view.pods_on(bucket))
+        return pods
+
+    def pod_groups(self, bucket: str, key: str, spec: MemoryPolicySpec,
+                   view: ClusterView) -> dict[str, tuple[list[PodInfo], list[Violation]]]:
+        """The bucket's pods by namespace, each group with its pods' violations (evaluate_pod)."""
+        groups = self._by_namespace.get((bucket, key))
+        if groups is None:
+            groups = {}
+            per_pod: dict[str, tuple[Violation, ...]] = {}
+            for pod in self.pods(bucket, view):
+                found = tuple(evaluate_pod(spec, pod))
+                per_pod[pod.uid] = found
+                pods, violations = groups.setdefault(pod.namespace, ([], []))
+                pods.append(pod)
+                violations.extend(found)
+            self._by_namespace[(bucket, key)] = groups
+            self._pod_violations[(bucket, key)] = per_pod
+        return groups
+
+    def pod_violations(self, bucket: str, key: str, pod: PodInfo) -> tuple[Violation, ...]:
+        return self._pod_violations[(bucket, key)][pod.uid]
+
+    def node(self, bucket: str, key: str, spec: MemoryPolicySpec, node: NodeInfo,
+             view: ClusterView) -> tuple[NodeReport, list[Violation]]:
+        found = self._nodes.get((bucket, key))
+        if found is None:
+            found = self._nodes[(bucket, key)] = evaluate_node(spec, node, self.pods(bucket, view))
+        return found
+
+    def namespace_selected(self, key: str, spec: MemoryPolicySpec, namespace: str,
+                           namespaces: Mapping[str, Mapping[str, str]] | None) -> bool:
+        found = self._namespace_selected.get((key, namespace))
+        if found is None:
+            found = self._namespace_selected[(key, namespace)] = matches(
+                spec.namespace_selector, namespace_labels(namespace, namespaces))
+        return found
+
+    def node_selected(self, key: str, spec: MemoryPolicySpec, bucket: str, node: NodeInfo) -> bool:
+        found = self._node_selected.get((key, bucket))
+        if found is None:
+            found = self._node_selected[(key, bucket)] = node_selected(spec, node)
+        return found
+
+    def oom(self, bucket: str, key: str, spec: MemoryPolicySpec, node: NodeInfo | None,
+            events: list[OOMEventInfo], view: ClusterView,
+            now: float) -> tuple[list[OOMIncident], list[OOMEventInfo], list[Skipped]]:
+        found = self._oom.get((bucket, key))
+        if found is None:
+            pods = self.pods(bucket, view)
+            by_uid = {p.uid: p for p in pods}
+            by_uid.update((p.kubelet_uid, p) for p in pods if p.kubelet_uid)  # static pods' cgroups
+            nodes = {bucket: node} if node is not None else {}
+            found = self._oom[(bucket, key)] = oom_incidents(
+                spec.rules.silent_oom, events, nodes, {bucket: pods}, by_uid, now, self.incidents.get((bucket, key), ()))
+            if found[0]:
+                self.incidents[(bucket, key)] = tuple(found[0])
+            else:
+                self.incidents.pop((bucket, key), None)
+        return found
+
+    def forget_oom(self, bucket: str, key: str) -> None:
+        self.incidents.pop((bucket, key), None)
+
+    def silent(self, incident: OOMIncident, node: NodeInfo | None) -> Violation:
+        v = self._silent.get(incident)
+        if v is None:
+            v = self._silent[incident] = silent_violation(incident, node)
+        return v
+
+
 def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: float,
-                    before: BucketResult | None = None) -> BucketResult:
-    """One bucket's result; ``before``, its last one, remembers who OOM kills were attributed to
-    (rules.evaluate_oom: a victim's pod may be gone by now)."""
-    pods = list(view.pods_on(name))
+                    before: BucketResult | None = None, shared: Shared | None = None,
+                    keys: PolicyKeys | None = None) -> BucketResult:
+    """One bucket's result for one policy. ``shared`` holds what other policies of this pass
+    computed already (``Shared``); ``before``, the bucket's last result, is there for callers
+    that evaluate with a ``Shared`` of their own (rules.oom_incidents: a victim's pod may be
+    gone by now)."""
+    if shared is None:
+        shared = Shared()
+        if before is not None:
+            shared.incidents[(name, PolicyKeys.of(spec).oom)] = before.oom_kills
+    keys = keys or PolicyKeys.of(spec)
     node = view.node(name) if name != UNSCHEDULED else None
-    selected_node = node is not None and node_selected(spec, node)
+    selected_node = node is not None and shared.node_selected(keys.node_selector, spec, name, node)
     violations: list[Violation] = []
     node_report = None
     if selected_node:
-        node_report, node_violations = evaluate_node(spec, node, pods)
+        assert node is not None
+        node_report, node_violations = shared.node(name, keys.nodes, spec, node, view)
         violations.extend(node_violations)
     evaluated = 0
-    for pod in pods:
-        if pod_selected(spec, pod, view.namespaces):
-            evaluated += 1
-            violations.extend(evaluate_pod(spec, pod))
+    groups = shared.pod_groups(name, keys.pods, spec, view)
+    for namespace, (pods, found) in groups.items():
+        if not shared.namespace_selected(keys.namespace_selector, spec, namespace, view.namespaces):
+            continue
+        if spec.pod_selector is None:
+            evaluated += len(pods)
+            violations.extend(found)
+            continue
+        for pod in pods:
+            if matches(spec.pod_selector, dict(pod.labels)):
+                evaluated += 1
+                violations.extend(shared.pod_violations(name, keys.pods, pod))
     events = list(view.events_on(name)) if name != UNSCHEDULED else []
     incidents: list[OOMIncident] = []
     unparsed: list[OOMEventInfo] = []
     skipped: list[Skipped] = []
     expires = None
-    if events and (selected_node or (node is None and spec.node_selector is None)):
+    oom_rule = spec.rules.silent_oom
+    if events and oom_rule.enabled and (selected_node or (node is None and spec.node_selector is None)):
         expires = _next_expiry(spec, events, now)
-        nodes = {name: node} if node is not None else {}
-        by_uid = {p.uid: p for p in pods}
-        by_uid.update((p.kubelet_uid, p) for p in pods if p.kubelet_uid)  # static pods' cgroups
-        incidents, oom_violations, unparsed, skipped = evaluate_oom(
-            spec, events, nodes, {name: pods}, by_uid, now, view.namespaces,
-            before.oom_kills if before is not None else (),
-        )
-        violations.extend(oom_violations)
+        everyone, shared_unparsed, shared_skipped = shared.oom(name, keys.oom, spec, node, events, view, now)
+        unparsed, skipped = list(shared_unparsed), list(shared_skipped)
+        incidents = select_incidents(spec, everyone, view.namespaces, skipped)
+        violations.extend(shared.silent(i, node) for i in incidents if i.silent)
+    elif not events:
+        shared.forget_oom(name, keys.oom)
     return BucketResult(
         node=node_report,
         violations=tuple(violations),
@@ -140,10 +283,22 @@ class PolicyEngine:
     _counts: dict[str, int] = field(default_factory=dict)
     _worst: list[Violation] | None = None
     _worst_n: int = 0
+    keys: PolicyKeys = field(init=False)
+    _own: Shared = field(init=False)
 
-    def refresh(self, view: ClusterView, dirty: Iterable[str] | None, now: float) -> list[OOMEventInfo]:
+    def __post_init__(self) -> None:
+        self.keys = PolicyKeys.of(self.spec)
+        self._own = Shared()
+
+    def refresh(self, view: ClusterView, dirty: Iterable[str] | None, now: float,
+                shared: Shared | None = None) -> list[OOMEventInfo]:
         """Evaluate the dirty buckets again (all of them when ``dirty`` is None), and those whose
-        OOM events have aged out since. Returns OOM events newly found unparseable."""
+        OOM events have aged out since. ``shared``: the pass's evaluations shared with other
+        policies (the caller calls its ``new_pass`` before each pass); None: this engine's own.
+        Returns OOM events newly found unparseable."""
+        if shared is None:
+            shared = self._own
+            shared.new_pass()
         if dirty is None:
             names = set(view.buckets()) | set(self.results)
         else:
@@ -153,7 +308,7 @@ class PolicyEngine:
         self.skipped = []
         for name in names:
             before = self.results.get(name)
-            result: BucketResult | None = evaluate_bucket(self.spec, name, view, now, before)
+            result: BucketResult | None = evaluate_bucket(self.spec, name, view, now, before, shared, self.keys)
             assert result is not None
             if result.unparsed and (before is None or before.unparsed != result.unparsed):
                 unparsed.extend(e for e in result.unparsed if before is None or e not in before.unparsed)

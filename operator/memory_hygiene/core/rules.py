@@ -11,10 +11,11 @@ import datetime as _dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from . import kernel
-from .policy import ANY_REPORTER, Basis, MemoryPolicySpec
+from .policy import ANY_REPORTER, Basis, MemoryPolicySpec, SilentOOMRule
 from .qos import expected_score
 from .selectors import matches
 from .types import ContainerInfo, NodeInfo, OOMEventInfo, PodInfo
@@ -88,9 +89,10 @@ class Violation:
     incident: str = ""
     """Tells apart two OOM incidents in the same container; empty for the other rules."""
 
-    @property
+    @cached_property
     def key(self) -> tuple[str, str, str, str, str, str]:
-        """Identity across evaluations: the same key is the same violation going on."""
+        """Identity across evaluations: the same key is the same violation going on (made once:
+        every policy that holds the violation holds this one tuple)."""
         return (self.rule, self.kind, self.namespace or "", self.name, self.container or "", self.incident)
 
     @property
@@ -173,6 +175,9 @@ class OOMIncident:
     """The container ID the kernel's memcg path names."""
     reason: str | None = None
     """Why the pod or the container could not be named; None when both were."""
+    pod_labels: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    """The pod's labels when the kill was attributed: a policy's podSelector still decides
+    after the pod has gone (``select_incidents``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -598,27 +603,51 @@ def evaluate_oom(
     namespaces: Mapping[str, Mapping[str, str]] | None = None,
     earlier: Iterable[OOMIncident] = (),
 ) -> tuple[list[OOMIncident], list[Violation], list[OOMEventInfo], list[Skipped]]:
-    """OOM incidents within the lookback, and a SilentOOMKill violation for each silent one.
+    """OOM incidents within the lookback, and a SilentOOMKill violation for each silent one:
+    ``oom_incidents`` (what the kernel killed, and whom) then ``select_incidents`` (what this
+    policy selects).
 
     ``nodes`` are the nodes the policy selects that we know of; an event about another node is
     reported only when the policy has no node selector (the Node object may be gone).
-    ``earlier``: the incidents of the last evaluation. One that named a pod which has gone since
-    (deleted after the kill, or completed and so no longer watched) is kept as it was: the
-    victim is known, and judging its kill again without the pod would blame the node.
-    Only Events the policy believes count (``_believed``: in namespace default, from one of
-    ``rules.silentOOM.reporters``, not from the future); the kills of one Event and the
-    incidents of one node are capped. Returns (incidents, violations, unparsed events, what
-    was skipped).
+    Returns (incidents, violations, unparsed events, what was skipped).
     """
     rule = spec.rules.silent_oom
     if not rule.enabled:
         return [], [], [], []
+    if spec.node_selector is not None:
+        events = [e for e in events if e.node in nodes]
+    incidents, unparsed, skipped = oom_incidents(rule, events, nodes, pods_by_node, pods_by_uid, now, earlier)
+    skipped = list(skipped)
+    mine = select_incidents(spec, incidents, namespaces, skipped)
+    violations = [silent_violation(i, nodes.get(i.node)) for i in mine if i.silent]
+    return mine, violations, list(unparsed), skipped
+
+
+def oom_incidents(
+    rule: SilentOOMRule,
+    events: Iterable[OOMEventInfo],
+    nodes: Mapping[str, NodeInfo],
+    pods_by_node: Mapping[str, Sequence[PodInfo]],
+    pods_by_uid: Mapping[str, PodInfo],
+    now: float,
+    earlier: Iterable[OOMIncident] = (),
+) -> tuple[list[OOMIncident], list[OOMEventInfo], list[Skipped]]:
+    """Every OOM incident the events tell of within the lookback, attributed, whatever pods a
+    policy selects (``select_incidents`` does that), in the kernel's order, not capped: what
+    every policy with these settings shares.
+
+    ``earlier``: the incidents of the last evaluation. One that named a pod which has gone since
+    (deleted after the kill, or completed and so no longer watched) is kept as it was: the
+    victim is known, and judging its kill again without the pod would blame the node.
+    Only Events the rule believes count (``_believed``: in namespace default, from one of
+    ``reporters``, not from the future); the kills of one Event are capped. Returns
+    (incidents, unparsed events, what was skipped).
+    """
     window = float(rule.correlation_window_seconds)
     unparsed: list[OOMEventInfo] = []
     skipped: list[Skipped] = []
     kills = _kills_from_events(events, now - rule.lookback_seconds, window, unparsed, skipped, rule.reporters, now,
                                rule.max_kills_per_event)
-
     gone: dict[tuple[str, int], list[OOMIncident]] = defaultdict(list)
     for i in earlier:
         if i.pod_uid and i.pod_uid not in pods_by_uid:
@@ -638,15 +667,11 @@ def evaluate_oom(
                 incidents.append(before)
             continue
         node = nodes.get(k.node)
-        if node is None and spec.node_selector is not None:
-            continue
         on_node = pods_by_node.get(k.node, ())
         attribution, pod, container, reason = _attribute(k, node, on_node, pods_by_uid)
         if k.k.bad_memcg is not None:
             refused = f"memcg path {k.k.bad_memcg!r} is not canonical: refused"
             reason = f"{refused}; {reason}" if reason else refused
-        if pod is not None and not pod_selected(spec, pod, namespaces):
-            continue
         cinfo = next((c for c in pod.containers if c.name == container), None) if pod else None
         # Kubernetes saw the kill if the container (when we know it), else any container of the
         # pod (when we know it), else any container on the node, terminated OOMKilled near it.
@@ -678,6 +703,7 @@ def evaluate_oom(
             kernel_pod_uid=k.k.pod_uid,
             kernel_container_id=k.k.container_id,
             reason=reason,
+            pod_labels=pod.labels if pod else (),
         )
         gkey: tuple[str, str, str] | None = None
         if pod is not None and container is not None:
@@ -698,9 +724,17 @@ def evaluate_oom(
             open_incident[gkey] = len(incidents)
         incidents.append(incident)
 
-    incidents = _cap_per_node(incidents, rule.max_incidents_per_node, skipped)
-    violations = [_silent_violation(i, nodes.get(i.node)) for i in incidents if i.silent]
-    return incidents, violations, unparsed, skipped
+    return incidents, unparsed, skipped
+
+
+def select_incidents(spec: MemoryPolicySpec, incidents: Iterable[OOMIncident],
+                     namespaces: Mapping[str, Mapping[str, str]] | None, skipped: list[Skipped]) -> list[OOMIncident]:
+    """The incidents of pods the policy selects (and those no pod is named for), at most
+    ``maxIncidentsPerNode`` per node, the newest."""
+    selected = [i for i in incidents if i.pod is None or (
+        matches(spec.pod_selector, dict(i.pod_labels))
+        and matches(spec.namespace_selector, namespace_labels(i.namespace or "", namespaces)))]
+    return _cap_per_node(selected, spec.rules.silent_oom.max_incidents_per_node, skipped)
 
 
 def _cap_per_node(incidents: list[OOMIncident], cap: int, skipped: list[Skipped]) -> list[OOMIncident]:
@@ -723,7 +757,7 @@ def _merge_group_kill(first: OOMIncident, other: OOMIncident) -> OOMIncident:
                    pids=first.pids + other.pids)
 
 
-def _silent_violation(i: OOMIncident, node: NodeInfo | None) -> Violation:
+def silent_violation(i: OOMIncident, node: NodeInfo | None) -> Violation:
     when = fmt_time(i.time) or "at an unknown time"
     what = f"process {i.process or '?'} (pid {i.pid})" if i.pid else "a process (the memcg oom_kill counter names no pid)"
     if i.kills > 1:

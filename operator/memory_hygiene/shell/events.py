@@ -261,8 +261,16 @@ class EventSink:
             metrics.EVENTS_DROPPED.labels(cause="object_rate_limit").inc()
             return False
         if len(self.live) + len(self.backlog) + len(self.retries) + len(self.blocked) >= self.queue_size:
-            metrics.EVENTS_DROPPED.labels(cause="queue_full").inc()
-            return False
+            if a.backlog or not self.backlog:
+                metrics.EVENTS_DROPPED.labels(cause="queue_full").inc()
+                return False
+            # News goes before the backlog of a first evaluation: the newest of that backlog
+            # makes room (and whatever waits behind it).
+            evicted = self.backlog.pop()
+            key = (evicted.target.event_namespace, evicted.name)
+            self.unposted.pop(key, None)
+            behind = self.blocked.pop(key, None)
+            metrics.EVENTS_DROPPED.labels(cause="queue_full").inc(1 + (behind is not None))
         return True
 
     def _enqueue(self, a: Announcement) -> None:

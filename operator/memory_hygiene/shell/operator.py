@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 
 from ..core import policy as P
-from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine
+from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine, Shared
 from ..core.events import oom_event_info
 from ..core.rules import ALLOCATABLE_ABOVE_CAPACITY, RULES, SILENT_OOM, Violation
 from ..core.snapshot import node_info, pod_info
@@ -102,6 +102,10 @@ class Runtime:
         """Buckets changed since the last pass -> when the first change was seen (monotonic)."""
         self.full = True
         self.policies: dict[str, PolicyState] = {}
+        self.shared = Shared()
+        self.resync_differed: dict[str, tuple[str, int]] = {}
+        """What the last list of MemoryPolicies showed that the watch had not told (resync_policies)."""
+        """The evaluations every policy of a pass shares (core/engine.py)."""
         self.deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
         """UIDs of the MemoryPolicies seen deleted (the last 10,000): a list begun earlier brings none back."""
         self.stores: dict[str, Buckets] = {k: Buckets() for k in ("pods", "nodes", "events", "namespaces")}
@@ -287,29 +291,33 @@ def resync_policies(rt: Runtime, items: list[dict], listed_since: float) -> list
 
     kopf stops watching a resource whose CRD is deleted, and rescans when a CRD event comes; when
     the CRD is created again, the API server's discovery can lag behind its last event (Established),
-    and kopf then never watches it again (seen here: 1 in 3 re-creations). Only what is certainly
-    newer than what we hold is taken: generations only grow, and a policy is taken for deleted only
-    when we had it before the list began. Returns what was repaired, to log."""
-    repaired: list[str] = []
-    listed = {}
+    and kopf then never watches it again (seen here: 1 in 3 re-creations). A watch is also a little
+    behind a list: what differs is repaired only when the list before this one (a resync earlier)
+    differed the same way, and only what is certainly newer than what we hold is taken
+    (generations only grow; a deleted UID never comes back). Returns what was repaired, to log."""
+    listed: dict[str, dict] = {}
     for item in items:
         meta = item.get("metadata") or {}
-        if meta.get("name"):
+        if meta.get("name") and meta.get("uid") not in rt.deleted:
             listed[meta["name"]] = item
+    differs: dict[str, tuple[str, int]] = {}
     for name, item in listed.items():
         meta = item["metadata"]
         state = rt.policies.get(name)
-        if meta.get("uid") in rt.deleted:
-            continue  # the list began before kopf told of its deletion
-        newer = (state is None or (state.uid != meta.get("uid") and state.seen_at < listed_since)
-                 or (state.uid == meta.get("uid") and (meta.get("generation") or 0) > (state.generation or 0)))
-        if newer:
-            observe_policy(rt, None, name, item)
-            repaired.append(name)
-    for name, state in list(rt.policies.items()):
+        uid, generation = meta.get("uid", ""), meta.get("generation") or 0
+        if (state is None or (state.uid != uid and state.seen_at < listed_since)
+                or (state.uid == uid and generation > (state.generation or 0))):
+            differs[name] = (uid, generation)
+    for name, state in rt.policies.items():
         if name not in listed and state.seen_at < listed_since:
-            observe_policy(rt, "DELETED", name, {})
-            repaired.append(name)
+            differs[name] = ("", 0)  # gone
+    repaired: list[str] = []
+    for name, what in differs.items():
+        if rt.resync_differed.get(name) != what:
+            continue  # the watch may just not have told it yet
+        observe_policy(rt, "DELETED" if what == ("", 0) else None, name, listed.get(name, {}))
+        repaired.append(name)
+    rt.resync_differed = {n: w for n, w in differs.items() if n not in repaired}
     return repaired
 
 
@@ -437,10 +445,11 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) 
     state.write_due = False
     state.last_write = time.monotonic()
     try:
-        await asyncio.to_thread(
-            rt.custom.patch_cluster_custom_object_status, P.GROUP, P.VERSION, P.PLURAL, state.name,
-            {"status": status},
-        )
+        assert rt.session is not None
+        code, answer = await rt.session.patch_json(
+            f"/apis/{P.GROUP}/{P.VERSION}/{P.PLURAL}/{state.name}/status", {"status": status})
+        if code != 200:
+            raise RuntimeError(f"HTTP {code}: {str(answer)[:300]}")
         state.last_status = status
         state.needs_write = False
         metrics.STATUS_WRITES.labels(result="ok").inc()
@@ -449,17 +458,36 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) 
         log.warning("could not write the status of MemoryPolicy %s: %s", state.name, err)
 
 
+FIRST_PASS_BUDGET_SECONDS = 0.5
+"""A pass evaluates new policies (a first pass reads the whole cluster) for at most this long, at
+least one of them; the rest wait for the next passes, so that news from the cluster is never
+held up behind hundreds of policies created at once."""
+
+STATUS_WRITERS = 8
+"""Status writes of one pass in flight at once."""
+
+
 async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> None:
     view = rt.view()
-    for state in list(rt.policies.values()):
+    shared = rt.shared
+    shared.new_pass()
+    started_pass = time.perf_counter()
+    # the policies already evaluated first (what changed, for each: the news), then new ones
+    states = sorted(rt.policies.values(), key=lambda s: not s.evaluated)
+    writes: list[tuple[PolicyState, dict[str, Any]]] = []
+    deferred = False
+    for state in states:
         if state.engine is None:
             status = invalid_status(state.error or "invalid spec", state.generation, state.last_status, now)
-            await write_status(rt, state, status)
+            writes.append((state, status))
+            continue
+        first_pass = not state.evaluated
+        if first_pass and time.perf_counter() - started_pass > FIRST_PASS_BUDGET_SECONDS:
+            deferred = True
             continue
         started = time.perf_counter()
-        first_pass = not state.engine.results
         whole = first_pass or dirty is None  # compare everything; else only what changed
-        unparsed = state.engine.refresh(view, None if first_pass else dirty, now)
+        unparsed = state.engine.refresh(view, None if whole else dirty, now, shared)
         state.evaluated = True
         metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
         for ev in unparsed:
@@ -475,7 +503,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
         announce_transitions(rt, state, list(state.engine.violations()) if whole else None, now, view,
                              backlog=first_pass)
 
-        def first_seen(v: Violation) -> str | None:
+        def first_seen(v: Violation, state: PolicyState = state) -> str | None:
             skey = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
             seeded = state.seeded_first_seen.get(skey)
             t = state.active.get(v.key)
@@ -489,7 +517,17 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
         _export_metrics(state, whole)
         if rt.reports is not None:
             rt.reports.observe(state.name, state.engine, whole, lambda v, a=state.active: a.get(v.key))
-        await write_status(rt, state, status)
+        writes.append((state, status))
+    shared.retain({s.engine.keys.oom for s in rt.policies.values() if s.engine is not None})
+    if deferred:
+        rt.changed.set()  # the next pass takes the next new policies
+    writers = asyncio.Semaphore(STATUS_WRITERS)
+
+    async def write(state: PolicyState, status: dict[str, Any]) -> None:
+        async with writers:
+            await write_status(rt, state, status)
+
+    await asyncio.gather(*(write(s, st) for s, st in writes))
 
 
 def _export_metrics(state: PolicyState, whole: bool = True) -> None:
@@ -537,9 +575,10 @@ async def reconcile_loop(rt: Runtime) -> None:
             await asyncio.wait_for(rt.changed.wait(), timeout=rt.options.resync_seconds)
         except asyncio.TimeoutError:
             pass
-        # Let a burst of watch events coalesce; and after a long pass, wait as long again, so that
-        # evaluating never takes more than half of the CPU however fast the cluster changes.
-        await asyncio.sleep(max(rt.options.debounce_seconds, last_pass))
+        # Let a burst of watch events coalesce; and after a long pass, wait as long again (but never
+        # longer than the status interval), so that evaluating takes about half of the CPU at most
+        # however fast the cluster changes.
+        await asyncio.sleep(max(rt.options.debounce_seconds, min(last_pass, rt.options.status_interval)))
         rt.changed.clear()
         marked, full = rt.dirty, rt.full
         rt.dirty, rt.full = {}, False

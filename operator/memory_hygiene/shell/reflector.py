@@ -350,7 +350,7 @@ async def read_once(api: ApiSession, path: str, convert: Convert, *, field_selec
 
 
 class ApiSession:
-    """GETs (and the node agent's Event POSTs) to the API server with the kubernetes client's configuration (kubeconfig or
+    """GETs, MemoryPolicy status patches (and the node agent's Event POSTs) to the API server with the kubernetes client's configuration (kubeconfig or
     in-cluster), over one aiohttp session. The bearer token is read again at every request, so a
     rotated service-account token is picked up."""
 
@@ -442,6 +442,17 @@ class ApiSession:
         """POST a JSON body (the node agent's Events); (status, decoded answer)."""
         headers = {**self.headers(), "Content-Type": "application/json"}
         async with self.session.post(self.server + path, data=orjson.dumps(body), headers=headers) as r:
+            raw = await r.read()
+            try:
+                return r.status, orjson.loads(raw)
+            except ValueError:
+                return r.status, raw[:200]
+
+    async def patch_json(self, path: str, body: Any, timeout: float = 30.0) -> tuple[int, Any]:
+        """A JSON merge patch (RFC 7386: a MemoryPolicy's status); (status, decoded answer)."""
+        headers = {**self.headers(), "Content-Type": "application/merge-patch+json"}
+        async with self.session.patch(self.server + path, data=orjson.dumps(body), headers=headers,
+                                      timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             raw = await r.read()
             try:
                 return r.status, orjson.loads(raw)
