@@ -777,6 +777,9 @@ def _popeye_version(exe: str) -> str:
 
 # --- kopf settings experiments (mid size) -------------------------------------------------------
 
+# A scratch copy of the operator with the MH_EXP_* knobs, installed at MH_EXP_EXE: the patch that made
+# it (against 84b16ca, code that no longer exists) is in git history only,
+# `git show b5cc57e:bench/proposals/reflector-scratch.diff`. Without it these variants are not run.
 EXP_EXE = os.environ.get("MH_EXP_EXE", "/tmp/mh-exp/.venv/bin/memory-hygiene")
 REFLECTOR_LABEL = "proposed: own list+watch reflector instead of kopf indexes (scratch copy)"
 
