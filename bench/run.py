@@ -915,7 +915,7 @@ def main() -> int:
                     help="pause between loading and starting the operator")
     ap.add_argument("--etcd", metavar="PATH",
                     help="the etcd binary of the control plane (default: Debian's); `built`: the etcd "
-                         "tests/e2e/cluster/etcd/go.mod pins (bench/tools.sh builds it)")
+                         "devcluster/etcd/go.mod pins (bench/tools.sh builds it)")
     args = ap.parse_args()
     if args.etcd == "built":
         os.environ["MEMORY_HYGIENE_ETCD"] = str(lc.build_etcd())
