@@ -13,7 +13,7 @@
 # Both stages use the same base image, BASE_IMAGE, pinned by tag; the default is the production
 # base. Pin it by digest too (python:3.12-slim-trixie@sha256:...) in the registry you release
 # from, and let a bot (Dependabot, Renovate) bump it. Where no registry is reachable (the e2e
-# suite's real node), tests/e2e/cluster/image.py builds a stand-in base locally, under a name of
+# suite's real node), devcluster/image.py builds a stand-in base locally, under a name of
 # its own, and passes it with --build-arg BASE_IMAGE=...
 ARG BASE_IMAGE=python:3.12-slim-trixie
 

@@ -1,6 +1,6 @@
-"""The local control plane of tests/e2e/cluster/localcluster.py, sized for the benchmark.
+"""The local control plane of devcluster/localcluster.py, sized for the benchmark.
 
-Differences from the e2e cluster (all done here by subclassing, nothing in tests/ changes):
+Differences from the e2e cluster (all done here by subclassing, nothing in devcluster/ changes):
 
 * etcd gets ``--quota-backend-bytes`` (default 8 GiB; etcd's own default of 2 GiB fills up
   at ~100k pods with their status writes) and a larger ``--max-request-bytes``.
@@ -14,7 +14,6 @@ Differences from the e2e cluster (all done here by subclassing, nothing in tests
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import tempfile
@@ -22,24 +21,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-_LC_PATH = ROOT / "tests" / "e2e" / "cluster" / "localcluster.py"
-_MOD = "memory_hygiene_bench_localcluster"
+sys.path.append(str(ROOT))  # the development cluster package, devcluster/
+
+from devcluster import localcluster as lc  # noqa: E402
 
 OPERATOR_USER = "memory-hygiene-operator"
-
-
-def _load_localcluster():
-    if _MOD in sys.modules:
-        return sys.modules[_MOD]
-    spec = importlib.util.spec_from_file_location(_MOD, _LC_PATH)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[_MOD] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-lc = _load_localcluster()
 
 AUDIT_POLICY = f"""\
 apiVersion: audit.k8s.io/v1

@@ -777,6 +777,9 @@ def _popeye_version(exe: str) -> str:
 
 # --- kopf settings experiments (mid size) -------------------------------------------------------
 
+# A scratch copy of the operator with the MH_EXP_* knobs, installed at MH_EXP_EXE: the patch that made
+# it (against 84b16ca, code that no longer exists) is in git history only,
+# `git show b5cc57e:bench/proposals/reflector-scratch.diff`. Without it these variants are not run.
 EXP_EXE = os.environ.get("MH_EXP_EXE", "/tmp/mh-exp/.venv/bin/memory-hygiene")
 REFLECTOR_LABEL = "proposed: own list+watch reflector instead of kopf indexes (scratch copy)"
 
@@ -912,7 +915,7 @@ def main() -> int:
                     help="pause between loading and starting the operator")
     ap.add_argument("--etcd", metavar="PATH",
                     help="the etcd binary of the control plane (default: Debian's); `built`: the etcd "
-                         "tests/e2e/cluster/etcd/go.mod pins (bench/tools.sh builds it)")
+                         "devcluster/etcd/go.mod pins (bench/tools.sh builds it)")
     args = ap.parse_args()
     if args.etcd == "built":
         os.environ["MEMORY_HYGIENE_ETCD"] = str(lc.build_etcd())

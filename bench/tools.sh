@@ -35,9 +35,9 @@ fi
 
 # etcd >= 3.5.13 for the control plane (Debian's 3.4.23 lacks RequestWatchProgress, which
 # kube-apiserver needs to serve consistent LISTs from its watch cache and for WatchList /
-# sendInitialEvents): the one tests/e2e/cluster/etcd/go.mod pins, built as the e2e suite builds it
+# sendInitialEvents): the one devcluster/etcd/go.mod pins, built as the e2e suite builds it
 # (into ~/.cache/memory-hygiene/bin/built/). `bench/run.py --etcd built` uses it.
-python3 "$HERE/../tests/e2e/cluster/localcluster.py" build --with-built-etcd
+python3 "$HERE/../devcluster/localcluster.py" build --with-built-etcd
 
 if [ ! -x "$BIN/polaris" ]; then
   (cd "$(mktemp -d)" && go list -m -versions github.com/fairwindsops/polaris/v9 2>&1 | tail -2) || true

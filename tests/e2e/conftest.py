@@ -1,9 +1,9 @@
 """Fixtures for end-to-end tests against a real Kubernetes API server.
 
-By default a local control plane (etcd + kube-apiserver, see ``cluster/localcluster.py``)
+By default a local control plane (etcd + kube-apiserver, see ``devcluster/localcluster.py``)
 is started, and every e2e test runs twice: on the packaged etcd (Debian's 3.4.23, which
 cannot serve the watch list: the operator and the audit fall back to paged LISTs) and on the
-etcd built from ``cluster/etcd/go.mod`` (3.6: the watch list, as real clusters serve it).
+etcd built from ``devcluster/etcd/go.mod`` (3.6: the watch list, as real clusters serve it).
 With ``MEMORY_HYGIENE_E2E_KUBECONFIG=/path/to/kubeconfig`` an existing cluster (e.g. kind, for
 people with Docker) is used instead, once, and left running.
 
@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import pytest
 import yaml
 
-from tests.e2e.cluster import localcluster  # noqa: E402 - also run as a script
+from devcluster import localcluster  # noqa: E402 - also run as a script
 
 KUBECONFIG_ENV = "MEMORY_HYGIENE_E2E_KUBECONFIG"
 
@@ -359,6 +359,6 @@ def kube(cluster) -> Kube:
 
 @pytest.fixture(scope="session")
 def sim(cluster):
-    from tests.e2e.sim.kube import Sim
+    from devcluster.sim.kube import Sim
 
     return Sim(cluster.kubeconfig)

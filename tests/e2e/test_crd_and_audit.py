@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.sim.kube import Sim, load_snapshot
+from devcluster.sim.kube import Sim, load_snapshot
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import localcluster
+from devcluster import localcluster
 from tests.e2e.conftest import CRD_FILE, Kube, OperatorProcess, find_kubectl, wait_for
 from tests.e2e.test_operator import killed_line, new_scenario, scoped_spec, settled_with
 
@@ -58,7 +58,7 @@ def faulty():
 
 @pytest.fixture(scope="module")
 def fsim(faulty):
-    from tests.e2e.sim.kube import Sim
+    from devcluster.sim.kube import Sim
 
     return Sim(faulty.kubeconfig)
 

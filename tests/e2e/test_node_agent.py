@@ -1,5 +1,5 @@
 """The node agent as a real process: this machine's real /dev/kmsg, real OOM kills in
-kubelet-shaped memory cgroups (tests/e2e/sim/kernel_oom.py), a real API server, the operator.
+kubelet-shaped memory cgroups (devcluster/sim/kernel_oom.py), a real API server, the operator.
 
 Needs root (real OOM kills, /dev/kmsg with kernel.dmesg_restrict=1). Without it these tests FAIL.
 
@@ -28,9 +28,9 @@ import pytest
 
 from memory_hygiene.core import kmsg
 from memory_hygiene.core.snapshot import parse_time
-from tests.e2e.cluster import localcluster
+from devcluster import localcluster
 from tests.e2e.conftest import wait_for
-from tests.e2e.sim import kernel_oom
+from devcluster.sim import kernel_oom
 from tests.e2e.test_operator import new_scenario, scoped_spec, settled_with
 
 DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "kernel" / "kmsg-6.18.44-fc-v1252-cgroupv1.txt"

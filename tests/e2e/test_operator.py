@@ -17,7 +17,7 @@ from memory_hygiene.core.engine import evaluate
 from memory_hygiene.core.policy import parse_spec
 from memory_hygiene.inputs import load_files
 from tests.e2e.conftest import wait_for
-from tests.e2e.sim.kube import load_snapshot, now_iso
+from devcluster.sim.kube import load_snapshot, now_iso
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEEDS = sorted(p.name for p in EXAMPLES.glob("seed*.yaml"))
@@ -395,7 +395,7 @@ def test_real_kernel_oom_kill_reported_by_npd_reaches_the_pod(operator, sim, kub
     child process dies, its parent lives on: a silent kill). The kernel's own /dev/kmsg lines,
     the oom-kill: header and the Killed process line, go into an OOMKilling Event as a forwarder
     that keeps the header posts them; the operator names the pod and container by memcg path."""
-    from tests.e2e.sim.kernel_oom import real_oom_kill
+    from devcluster.sim.kernel_oom import real_oom_kill
 
     tag = uuid.uuid4().hex[:8]
     ns, node = new_scenario(sim, tag, ("8Gi", "7Gi"))

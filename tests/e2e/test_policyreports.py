@@ -17,7 +17,7 @@ from memory_hygiene.core.engine import evaluate
 from memory_hygiene.core.policy import parse_spec
 from memory_hygiene.inputs import load_files
 from tests.e2e.conftest import OperatorProcess, wait_for
-from tests.e2e.sim.kube import load_snapshot
+from devcluster.sim.kube import load_snapshot
 from tests.e2e.test_operator import EXAMPLES, SEEDS, scoped_spec
 
 ROOT = Path(__file__).resolve().parents[2]

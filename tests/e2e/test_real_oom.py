@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from memory_hygiene.core.kernel import parse_memcg_path, parse_oom_text
-from tests.e2e.sim import kernel_oom
+from devcluster.sim import kernel_oom
 
 
 

@@ -5,7 +5,7 @@ Each tool has a module of its own here (``<tool>/go.mod``: its ``require`` line 
 source of the version, its ``tool`` line the command; separate modules so that helm's and
 Prometheus' Kubernetes dependencies never have to agree). Binaries are cached in
 ``${XDG_CACHE_HOME:-~/.cache}/memory-hygiene/bin/<tool>-<version>`` and built under a file lock
-(tests/e2e/cluster/localcluster.py ``_go_build``), so concurrent sessions build each once. A
+(devcluster/localcluster.py ``_go_build``), so concurrent sessions build each once. A
 build that fails raises with the build's last lines: nothing here is optional.
 
     python tests/tools/build.py            # build (or find cached) helm, promtool, kubeconform, dashlint
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "e2e" / "cluster"))
+sys.path.append(str(HERE.parents[1]))  # the development cluster package, devcluster/
 
-import localcluster  # noqa: E402
+from devcluster import localcluster  # noqa: E402
 
 # tool -> (module in the require line, package to build, -X flags stamping the version)
 TOOLS: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -6,7 +6,7 @@ registries. So the schemas are made here, in the layout kubeconform's ``-schema-
 template ``DIR/{{ .ResourceKind }}{{ .KindSuffix }}.json`` reads (``deployment-apps-v1.json``):
 
 * the built-in kinds from ``api/openapi-spec/swagger.json`` of the ``k8s.io/kubernetes`` module,
-  at the version tests/e2e/cluster/apiserver/go.mod pins (the API server the e2e suite runs);
+  at the version devcluster/apiserver/go.mod pins (the API server the e2e suite runs);
 * the CRDs: memory-hygiene's own (crds/), and the upstream ones the chart can render objects of,
   taken from the Go modules pinned in ``crds/go.mod`` next to this file (the Prometheus Operator's
   ServiceMonitor and PrometheusRule; the ``wgpolicyk8s.io`` PolicyReports as Kyverno ships them).
@@ -33,9 +33,9 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e" / "cluster"))
+sys.path.append(str(ROOT))  # the development cluster package, devcluster/
 
-import localcluster  # noqa: E402
+from devcluster import localcluster  # noqa: E402
 
 CRD_PINS = HERE / "crds"
 

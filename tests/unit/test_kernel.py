@@ -550,7 +550,7 @@ def test_parse_memcg_path(path, expected):
 
 
 # ---------------------------------------------------------------------------------------------
-# lines captured from a real OOM kill (tests/e2e/sim/kernel_oom.py --save)
+# lines captured from a real OOM kill (devcluster/sim/kernel_oom.py --save)
 # ---------------------------------------------------------------------------------------------
 
 REAL_6_18_V1 = DATA / "real-6.18.44-fc-v595-cgroupv1.txt"

@@ -3,7 +3,7 @@
 Data:
 * tests/unit/data/kernel/kmsg-6.18.44-fc-v1252-cgroupv1.txt: the 79 raw /dev/kmsg records
   (headers included, exactly as read()) of one real memcg OOM kill on this machine (kernel
-  6.18.44-fc-v1252, cgroup v1), made by tests/e2e/sim/kernel_oom.py real_oom_kill(qos="burstable")
+  6.18.44-fc-v1252, cgroup v1), made by devcluster/sim/kernel_oom.py real_oom_kill(qos="burstable")
   and read from /dev/kmsg by a follower opened before it.
 * The real kubelet node's lines in ../shared/realnode/FINDINGS.md (kubelet v1.37.2,
   containerd 1.6.20, cgroupRoot /realnode; oom_memcg = the pod's cgroup), given here the kmsg

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.e2e.cluster import localcluster
+from devcluster import localcluster
 
 
 @pytest.mark.parametrize("version, served", [
@@ -14,7 +14,7 @@ def test_watch_list_needs_request_watch_progress(version, served):
 
 
 def test_the_built_etcd_version_comes_from_its_go_mod():
-    # (tests/e2e/cluster/README.md and docs/benchmarks.md name it too: bump them together)
+    # (devcluster/README.md and docs/benchmarks.md name it too: bump them together)
     assert localcluster.built_etcd_version() == "v3.6.16"
     with pytest.raises(localcluster.LocalClusterError):
         localcluster.watch_list_served("unknown")

@@ -354,7 +354,7 @@ def test_dockerfile_shape() -> None:
     froms = [rest for word, rest in ins if word == "FROM"]
     assert len(froms) == 2, "multi-stage: a builder and the final image"
     # One base for both stages, a build argument whose default is the production base (the e2e
-    # suite's real node passes a locally built stand-in: tests/e2e/cluster/image.py).
+    # suite's real node passes a locally built stand-in: devcluster/image.py).
     args = [rest for word, rest in ins[:[w for w, _ in ins].index("FROM")] if word == "ARG"]
     assert args == ["BASE_IMAGE=python:3.12-slim-trixie"], args
     base = args[0].split("=", 1)[1]

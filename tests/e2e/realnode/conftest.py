@@ -1,4 +1,4 @@
-"""Fixtures for the e2e tests on a REAL node (tests/e2e/cluster/realnode.py).
+"""Fixtures for the e2e tests on a REAL node (devcluster/realnode.py).
 
 One node for the whole package: the control plane (kube-apiserver on etcd 3.6, the
 ServiceAccount admission plugin on), kube-scheduler, kube-controller-manager, containerd and
@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests.e2e.cluster import localcluster, realnode
+from devcluster import localcluster, realnode
 from tests.e2e.conftest import CRD_FILE, OperatorProcess, _SUMMARY, find_kubectl, wait_for
 
 NAMESPACE = "seeds"

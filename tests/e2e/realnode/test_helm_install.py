@@ -1,5 +1,5 @@
 """`helm install` of charts/memory-hygiene on the real node (issue 16): the project's image (built
-without Docker, tests/e2e/cluster/image.py) imported into the node's containerd, the chart
+without Docker, devcluster/image.py) imported into the node's containerd, the chart
 installed with helm (tests/tools/build.py), and the operator and the node agent it deploys
 running as real pods that report what the cluster holds. tests/e2e/test_helm.py checks the
 chart's objects and RBAC on the plain control plane, where no pod runs.
@@ -89,7 +89,7 @@ def test_helm_install_runs_a_working_operator(node, nkubectl, apply, built_image
 
 @pytest.fixture(scope="module")
 def built_image():
-    from tests.e2e.cluster import image as image_build
+    from devcluster import image as image_build
 
     return image_build.build_image()
 

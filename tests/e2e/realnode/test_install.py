@@ -1,5 +1,5 @@
 """The real install: the project's Dockerfile built into an image without a Docker engine
-(tests/e2e/cluster/image.py), imported into the node's containerd, and `kubectl apply -k` of a
+(devcluster/image.py), imported into the node's containerd, and `kubectl apply -k` of a
 test overlay of manifests/ that changes only what this harness needs (the image's name, pull
 policy Never: no registry; the API server's address: no kube-proxy). The operator's Deployment
 and the node agent's DaemonSet then run as in production: their own ServiceAccount tokens,
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.cluster import image as image_build
+from devcluster import image as image_build
 from tests.e2e.conftest import CRD_FILE, ROOT, wait_for
 from tests.e2e.realnode.conftest import pod_manifest
 

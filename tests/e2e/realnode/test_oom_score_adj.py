@@ -8,7 +8,7 @@ from pathlib import Path
 
 from memory_hygiene.core import qos
 from memory_hygiene.core.quantity import parse_bytes
-from tests.e2e.cluster import realnode
+from devcluster import realnode
 from tests.e2e.conftest import wait_for
 from tests.e2e.realnode.conftest import NAMESPACE, container, pod_manifest
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from memory_hygiene.core.quantity import parse_bytes as parse_memory
-from tests.e2e.cluster import realnode
+from devcluster import realnode
 from tests.e2e.conftest import wait_for
 from tests.e2e.realnode.conftest import NAMESPACE, container, pod_manifest
 

@@ -21,7 +21,7 @@ hierarchy, or cgroup v2 with ``memory`` in the root's ``cgroup.controllers``). I
 
 Run it by hand to (re)capture the kernel's lines as unit-test data::
 
-    sudo .venv/bin/python tests/e2e/sim/kernel_oom.py --save tests/unit/data/kernel
+    sudo .venv/bin/python devcluster/sim/kernel_oom.py --save tests/unit/data/kernel
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 // Builds kube-apiserver from the Go module proxy for the local e2e control plane
-// (tests/e2e/cluster/localcluster.py). The `require k8s.io/kubernetes` line is the
+// (devcluster/localcluster.py). The `require k8s.io/kubernetes` line is the
 // single source of the Kubernetes version; localcluster.py reads it from here.
 // k8s.io/kubernetes requires its staging modules at v0.0.0, which are not published:
 // every one of them is replaced by the matching v0.MINOR.PATCH release below.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's image, built from its Dockerfile without a Docker engine and without a registry.
 
-Route (the facts behind it: tests/e2e/cluster/README.md, "The image"):
+Route (the facts behind it: devcluster/README.md, "The image"):
 
 1. A stand-in for the Dockerfile's base image, made locally: ``mmdebstrap`` writes a minimal
    Debian trixie with python3, and a venv at ``/usr/local`` puts ``python``/``pip`` in
@@ -21,7 +21,7 @@ storage through ``CONTAINERS_STORAGE_CONF``); the archive is cached by a hash of
 it (Dockerfile, pyproject.toml, README.md, operator/, this recipe). Directories the tools make
 elsewhere, which were not there before, are removed afterwards.
 
-    python tests/e2e/cluster/image.py build      # prints the archive's path and the image name
+    python -m devcluster.image build      # prints the archive's path and the image name
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
+ROOT = HERE.parent
 SUITE = "trixie"
 BASE_IMAGE = f"localhost/memory-hygiene/base-python:{SUITE}"
 """The local stand-in base, under a name of its own."""
@@ -67,9 +67,11 @@ def cache_dir() -> Path:
 
 
 def _inputs_hash() -> str:
+    """The archive's cache key: the build context's files with their paths (the Dockerfile copies
+    them by path), and this recipe by its content alone (moving it does not change the key)."""
     h = hashlib.sha256(RECIPE_VERSION.encode())
-    files = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "pyproject.toml", ROOT / "README.md",
-             Path(__file__).resolve()]
+    h.update(b"recipe\0" + Path(__file__).read_bytes() + b"\0")
+    files = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "pyproject.toml", ROOT / "README.md"]
     files += sorted(p for p in (ROOT / "operator").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".egg-info"))
                     and ".egg-info" not in str(p))

@@ -1,5 +1,5 @@
 // Builds etcd from the Go module proxy for the local e2e control plane
-// (tests/e2e/cluster/localcluster.py, build_etcd): a current etcd, whose RequestWatchProgress
+// (devcluster/localcluster.py, build_etcd): a current etcd, whose RequestWatchProgress
 // lets kube-apiserver serve consistent LISTs from its watch cache and the watch list
 // (sendInitialEvents), next to Debian's packaged 3.4.23, which has neither. The
 // `require go.etcd.io/etcd/server/v3` line is the single source of the version.

@@ -1,6 +1,6 @@
 """Load seed scenarios (snapshot files) into a cluster through the kubelet/NPD simulators.
 
-    python -m tests.e2e.sim.load --kubeconfig K examples/seed*.yaml
+    python -m devcluster.sim.load --kubeconfig K examples/seed*.yaml
 
 Each file gets its own suffix on node and namespace names (so scenarios that share a node name
 do not collide), timestamps shifted to the present, and the label mh-scenario=<suffix>.
@@ -13,11 +13,11 @@ import argparse
 import os
 import sys
 
-from tests.e2e.sim.kube import Sim, load_snapshot
+from devcluster.sim.kube import Sim, load_snapshot
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.e2e.sim.load", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devcluster.sim.load", description=__doc__.split("\n\n")[0])
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: $KUBECONFIG")
     p.add_argument("--no-shift", action="store_true", help="keep the snapshots' own timestamps")
     p.add_argument("files", nargs="+")

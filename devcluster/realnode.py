@@ -27,8 +27,8 @@ up in ``README.md`` next to this file ("The real node"). In short, for this proj
 
 Importable by path (tests/e2e/conftest.py) and a CLI::
 
-    python tests/e2e/cluster/realnode.py build     # binaries + images (cached)
-    python tests/e2e/cluster/realnode.py check     # can this machine run it? (root, cgroups, ...)
+    python -m devcluster.realnode build     # binaries + images (cached)
+    python -m devcluster.realnode check     # can this machine run it? (root, cgroups, ...)
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import localcluster as lc  # noqa: E402  (a sibling module, imported by path as the e2e suite does)
+import localcluster as lc  # noqa: E402  (a sibling module, found by path: realnode.py also runs as a file)
 
 HERE = Path(__file__).resolve().parent
 CONTAINERD_MODULE_DIR = HERE / "containerd"

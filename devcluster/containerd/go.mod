@@ -1,5 +1,5 @@
 // Builds containerd (daemon, runc shim, ctr) from the Go module proxy for the real node of the
-// e2e suite (tests/e2e/cluster/realnode.py). The `require github.com/containerd/containerd/v2`
+// e2e suite (devcluster/realnode.py). The `require github.com/containerd/containerd/v2`
 // line is the single source of the version; realnode.py reads it from here.
 // To change version: edit it, then run `go mod tidy` in this directory.
 module memoryhygiene.dev/containerd-build

@@ -33,10 +33,10 @@ Binaries:
 
 Only the standard library and PyYAML are used. Importable by path; also a CLI::
 
-    python tests/e2e/cluster/localcluster.py build    # build/find binaries (--with-built-etcd)
-    python tests/e2e/cluster/localcluster.py up       # start in the background
-    python tests/e2e/cluster/localcluster.py status
-    python tests/e2e/cluster/localcluster.py down
+    python -m devcluster.localcluster build    # build/find binaries (--with-built-etcd)
+    python -m devcluster.localcluster up       # start in the background
+    python -m devcluster.localcluster status
+    python -m devcluster.localcluster down
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def _version_ldflags(go: Path, version: str) -> str:
 
 KUBERNETES_COMPONENTS = ("kube-apiserver", "kubelet", "kube-scheduler", "kube-controller-manager")
 """What ``apiserver/go.mod`` builds (its ``tool`` lines): the control plane, and the real node's
-kubelet (tests/e2e/cluster/realnode.py)."""
+kubelet (devcluster/realnode.py)."""
 
 
 def build_kubernetes(component: str = "kube-apiserver", version: str | None = None, *,
@@ -306,7 +306,7 @@ def find_etcd(*, install: bool = False) -> Path:
             return Path("/usr/bin/etcd")
     raise LocalClusterError(
         "etcd was not found. Install it (Debian/Ubuntu: `sudo apt-get install etcd-server`; "
-        "or `python tests/e2e/cluster/localcluster.py build` as root does that), put an etcd "
+        "or `python -m devcluster.localcluster build` as root does that), put an etcd "
         "binary on PATH, or set MEMORY_HYGIENE_ETCD=/path/to/etcd.")
 
 
@@ -673,7 +673,7 @@ class LocalCluster:
         args += [f"--audit-policy-file={audit_policy}", f"--audit-log-path={self.audit_log}",
                  "--audit-log-mode=blocking", "--audit-log-format=json"]
         if self.address != "127.0.0.1":
-            # A real node (tests/e2e/cluster/realnode.py): logs/exec reach its kubelet, which
+            # A real node (devcluster/realnode.py): logs/exec reach its kubelet, which
             # trusts this CA's client certificates.
             args += [f"--kubelet-client-certificate={self.pki['admin_crt']}",
                      f"--kubelet-client-key={self.pki['admin_key']}",
