@@ -102,7 +102,7 @@ class Sim:
 
     def pod(self, namespace: str, name: str, containers: dict[str, dict[str, str | None]],
             node: str | None = None, labels: dict[str, str] | None = None, running: bool = True,
-            init_containers: list[dict] | None = None) -> dict:
+            init_containers: list[dict] | None = None, restart_policy: str | None = None) -> dict:
         """A pod bound to ``node`` (as the scheduler would), running if ``running`` (as kubelet
         reports). ``containers``: name -> {"requests": "128Mi", "limits": "1Gi"} (None: unset)."""
         spec: dict[str, Any] = {
@@ -114,6 +114,8 @@ class Sim:
         }
         if init_containers:
             spec["initContainers"] = init_containers
+        if restart_policy:
+            spec["restartPolicy"] = restart_policy
         if node:
             spec["nodeName"] = node
         body = {"apiVersion": "v1", "kind": "Pod",
@@ -177,6 +179,26 @@ class Sim:
                 cs["state"] = {"running": {"startedAt": now_iso()}}
         return self._status(namespace, name, {"containerStatuses": statuses})
 
+    def complete(self, namespace: str, name: str, child_oom_killed: bool = False) -> dict:
+        """Every container's PID 1 exited 0: phase Succeeded, each container terminated
+        ``Completed`` (``lastState`` kept). ``child_oom_killed``: reason ``OOMKilled`` with exit
+        code 0, as kubelet reports a container whose memory cgroup saw a kill of a child process
+        (tests/e2e/realnode/test_seeds.py)."""
+        pod = self.read_pod(namespace, name)
+        finished = now_iso()
+        statuses = copy.deepcopy(pod["status"]["containerStatuses"])
+        for cs in statuses:
+            started = (cs.get("state") or {}).get("running", {}).get("startedAt") or finished
+            cs["state"] = {"terminated": {"reason": "OOMKilled" if child_oom_killed else "Completed", "exitCode": 0,
+                                          "startedAt": started, "finishedAt": finished,
+                                          "containerID": cs.get("containerID")}}
+            cs["ready"], cs["started"] = False, False
+        return self._status(namespace, name, {
+            "phase": "Succeeded", "containerStatuses": statuses,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted",
+                            "lastTransitionTime": finished}],
+        })
+
     def resize_memory(self, namespace: str, name: str, container: str, request: str, limit: str) -> dict:
         """An in-place resize (the ``resize`` subresource), then kubelet's status once it applied
         it: ``allocatedResources`` and ``resources`` follow the new spec."""
@@ -211,22 +233,24 @@ class Sim:
 
     # --- node-problem-detector and kubelet events ---------------------------------------------
 
-    def _node_event(self, node: str, reason: str, message: str, component: str, t: str | None) -> dict:
+    def _node_event(self, node: str, reason: str, message: str, component: str, t: str | None,
+                    event_type: str = "Warning") -> dict:
         stamp = t or now_iso()
         name = f"{node}.{uuid.uuid4().hex[:16]}"
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": "default"},
             "involvedObject": {"kind": "Node", "name": node, "uid": node},
-            "reason": reason, "message": message, "type": "Warning",
+            "reason": reason, "message": message, "type": event_type,
             "source": {"component": component, "host": node},
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
         }
         return self.client.sanitize_for_serialization(self.core.create_namespaced_event("default", body))
 
-    def npd_oom_killing(self, node: str, kernel_text: str, t: str | None = None) -> dict:
-        """node-problem-detector's kernel monitor saw an OOM kill in the kernel log."""
-        return self._node_event(node, "OOMKilling", kernel_text, "kernel-monitor", t)
+    def npd_oom_killing(self, node: str, kernel_text: str, t: str | None = None, event_type: str = "Warning") -> dict:
+        """node-problem-detector's kernel monitor saw an OOM kill in the kernel log (its Events
+        are Warnings; ``event_type`` "Normal" makes one that no OOM reporter posts)."""
+        return self._node_event(node, "OOMKilling", kernel_text, "kernel-monitor", t, event_type)
 
     def kubelet_system_oom(self, node: str, process: str, pid: int, t: str | None = None) -> dict:
         return self._node_event(node, "SystemOOM", f"System OOM encountered, victim process: {process}, pid: {pid}",

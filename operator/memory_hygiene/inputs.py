@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .core.events import OOM_REASONS, oom_event_info
+from .core.events import oom_event_info
 from .core.rules import MAX_CLOCK_SKEW_SECONDS
 from .core.snapshot import MalformedObjectError, node_info, parse_time, pod_info
 from .core.types import NodeInfo, OOMEventInfo, PodInfo
@@ -335,8 +335,9 @@ def load_policy(path: str) -> dict[str, Any]:
 
 def load_live(kubeconfig: str | None = None, context: str | None = None) -> Snapshot:
     """Read namespaces, nodes, pods and OOM events from the cluster of the kubeconfig (or, without
-    one, in-cluster), the way the operator fills its caches: one watch stream per resource
-    (``sendInitialEvents``) where the API server offers it, else paged LISTs; all at once."""
+    one, in-cluster): what the operator watches (``core.sources.SOURCES``: the same paths,
+    server-side filters and conversions), the way it fills its caches: one watch stream per
+    resource (``sendInitialEvents``) where the API server offers it, else paged LISTs; all at once."""
     import aiohttp  # the live path only
     from kubernetes import client, config
 
@@ -369,28 +370,21 @@ def load_live(kubeconfig: str | None = None, context: str | None = None) -> Snap
 
 
 async def _read_live(cfg: Any, snap: Snapshot) -> None:
-    from .shell.reflector import ApiSession, read_once
-
-    def keep(convert: Any) -> Any:
-        return lambda obj: ("", convert(obj))
-
-    def event(obj: dict[str, Any]) -> tuple[str, OOMEventInfo] | None:
-        info = oom_event_info(obj)
-        return None if info is None else ("", info)
-
-    def namespace(obj: dict[str, Any]) -> tuple[str, tuple[str, dict[str, str]]]:
-        meta = obj.get("metadata") or {}
-        return "", (meta.get("name") or "", dict(meta.get("labels") or {}))
+    """One read of each of ``core.sources.SOURCES``: the operator's caches hold the same."""
+    from .core import sources
+    from .shell.reflector import ApiSession, fill_once
 
     api = ApiSession(cfg)
     try:
-        namespaces, nodes, pods, *events = await asyncio.gather(
-            read_once(api, "/api/v1/namespaces", namespace),
-            read_once(api, "/api/v1/nodes", keep(node_info)),
-            read_once(api, "/api/v1/pods", keep(pod_info)),
-            *(read_once(api, "/api/v1/events", event, field_selector=f"reason={reason}") for reason in OOM_REASONS),
-        )
+        stores = await asyncio.gather(*(fill_once(api, s.path, s.convert, field_selector=s.field_selector)
+                                        for s in sources.SOURCES))
     finally:
         await api.close()
-    snap.namespaces = dict(namespaces)
-    snap.nodes, snap.pods, snap.events = nodes, pods, [e for es in events for e in es]
+    read = {s.name: store for s, store in zip(sources.SOURCES, stores, strict=True)}
+
+    def infos(source: sources.Source) -> list[Any]:
+        return [info for _, values in read[source.name].items() for info in values]
+
+    snap.namespaces = {name: dict(labels) for name, values in read[sources.NAMESPACES.name].items()
+                       for labels in values}
+    snap.nodes, snap.pods, snap.events = infos(sources.NODES), infos(sources.PODS), infos(sources.OOM_EVENTS)

@@ -26,11 +26,9 @@ from typing import Any
 import kopf
 
 from ..core import policy as P
+from ..core import sources
 from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine, Shared
-from ..core.events import oom_event_info
 from ..core.rules import ALLOCATABLE_ABOVE_CAPACITY, RULES, SILENT_OOM, Violation
-from ..core.snapshot import node_info, pod_info
-from ..core.types import NodeInfo, OOMEventInfo, PodInfo
 from . import admission, metrics, permissions
 from .events import EventSink, Target
 from .policyreports import ReportWriter
@@ -188,48 +186,22 @@ def runtime() -> Runtime:
     return RUNTIME
 
 
-# --- what the reflectors keep: tiny tuples, never bodies ----------------------------------------
-
-
-def _pod(obj: dict) -> tuple[str, PodInfo]:
-    info = pod_info(obj)
-    return info.node or UNSCHEDULED, info
-
-
-def _node(obj: dict) -> tuple[str, NodeInfo]:
-    info = node_info(obj)
-    return info.name, info
-
-
-def _oom_event(obj: dict) -> tuple[str, OOMEventInfo] | None:
-    info = oom_event_info(obj)
-    return (info.node, info) if info is not None else None
-
-
-def _namespace(obj: dict) -> tuple[str, tuple[tuple[str, str], ...]]:
-    meta = obj.get("metadata") or {}
-    return meta.get("name", ""), tuple(sorted((meta.get("labels") or {}).items()))
+# --- the caches: what is read is declared once, in core/sources.py ------------------------------
 
 
 def reflectors(rt: Runtime, api: ApiSession, chunk: int, watch_list: bool = False) -> list[Reflector]:
+    """One list+watch cache per ``core.sources.SOURCES`` (the live audit reads the same)."""
     def mark(old: str | None, new: str | None) -> None:
         rt.mark(*(b for b in (old, new) if b is not None))
 
     def mark_all(old: str | None, new: str | None) -> None:
         rt.mark_all()
 
-    return [
-        # Succeeded pods hold no memory and break no rule (Failed ones stay: memory evictions).
-        Reflector(api, "/api/v1/pods", convert=_pod, store=rt.stores["pods"], on_change=mark,
-                  field_selector="status.phase!=Succeeded", chunk=chunk, watch_list=watch_list),
-        Reflector(api, "/api/v1/nodes", convert=_node, store=rt.stores["nodes"], on_change=mark, chunk=chunk,
-                  watch_list=watch_list),
-        # Only Warning events about Nodes can be OOM reports (NPD's OOMKilling, kubelet's SystemOOM).
-        Reflector(api, "/api/v1/events", convert=_oom_event, store=rt.stores["events"], on_change=mark,
-                  field_selector="involvedObject.kind=Node,type=Warning", chunk=chunk, watch_list=watch_list),
-        Reflector(api, "/api/v1/namespaces", convert=_namespace, store=rt.stores["namespaces"],
-                  on_change=mark_all, chunk=chunk, watch_list=watch_list),
-    ]
+    # A namespace's labels decide which pods a policy selects, on every node: all is evaluated again.
+    on_change = {sources.NAMESPACES.name: mark_all}
+    return [Reflector(api, s.path, convert=s.convert, store=rt.stores[s.name], on_change=on_change.get(s.name, mark),
+                      field_selector=s.field_selector, chunk=chunk, watch_list=watch_list)
+            for s in sources.SOURCES]
 
 
 @kopf.on.event(P.GROUP, P.VERSION, P.PLURAL)

@@ -339,13 +339,20 @@ def _message(body: Any) -> str:
     return str(body)[:200]
 
 
-async def read_once(api: ApiSession, path: str, convert: Convert, *, field_selector: str | None = None,
-                    chunk: int = 500, watch_list: bool = True) -> list[Any]:
-    """Every object of one resource, converted, for a one-shot reader; what ``convert`` keeps
-    nothing of (or refuses, logged) is left out."""
+async def fill_once(api: ApiSession, path: str, convert: Convert, *, field_selector: str | None = None,
+                    chunk: int = 500, watch_list: bool = True) -> Buckets:
+    """Every object of one resource, converted and kept per bucket as a reflector keeps them,
+    for a one-shot reader; what ``convert`` keeps nothing of (or refuses, logged) is left out."""
     store = Buckets()
     await Reflector(api, path, convert=convert, store=store, on_change=lambda old, new: None,
                     field_selector=field_selector, chunk=chunk, watch_list=watch_list).fill()
+    return store
+
+
+async def read_once(api: ApiSession, path: str, convert: Convert, *, field_selector: str | None = None,
+                    chunk: int = 500, watch_list: bool = True) -> list[Any]:
+    """``fill_once``'s tuples, without their buckets."""
+    store = await fill_once(api, path, convert, field_selector=field_selector, chunk=chunk, watch_list=watch_list)
     return [info for _, infos in store.items() for info in infos]
 
 
