@@ -6,10 +6,12 @@ Every field has a default, so ``spec: {}`` is a valid policy with every rule ena
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, model_validator
 from pydantic.alias_generators import to_camel
+
+from . import ruletable
 
 GROUP = "memoryhygiene.io"
 VERSION = "v1alpha1"
@@ -366,31 +368,27 @@ class Condition(_Model):
     observed_generation: int | None = Field(default=None, description="The spec generation it is about.")
 
 
-class Summary(_Model):
-    """Counts over everything the policy selects."""
+SUMMARY_DOC = "Counts over everything the policy selects."
 
-    overcommitted_nodes: int = Field(default=0, description="Nodes whose limits exceed the policy.")
-    nodes_under_memory_pressure: int = Field(default=0, description="Nodes with MemoryPressure=True.")
-    silent_oom_kills: int = Field(
-        default=0, alias="silentOOMKills", description="Silent OOM kill incidents within the lookback."
-    )
-    missing_requests: int = Field(default=0, description="Containers without a memory request.")
-    missing_limits: int = Field(default=0, description="Containers without a memory limit (requireLimits).")
-    limit_ratio_exceeded: int = Field(
-        default=0, description="Containers whose limit exceeds maxLimitToRequestRatio times their request."
-    )
-    oom_kills: int = Field(default=0, alias="oomKills", description="OOM kill incidents within the lookback.")
-    violations: int = Field(default=0, description="All violations (status.violations may hold fewer).")
-    evaluated_nodes: int = Field(default=0, description="Nodes the policy selects.")
-    evaluated_pods: int = Field(default=0, description="Pods the policy selects.")
+
+def _summary_model() -> type[_Model]:
+    """``status.summary``: one count per rule of the rule table that has a summary key, then the others."""
+    fields: dict[str, Any] = {
+        key: (int, Field(default=0, alias=key, description=doc)) for key, doc in ruletable.summary_fields()
+    }
+    return create_model("Summary", __base__=_Model, __doc__=SUMMARY_DOC, **fields)
+
+
+if TYPE_CHECKING:
+    Summary = _Model
+else:
+    Summary = _summary_model()
 
 
 class ViolationStatus(_Model):
     """One violation, as the operator reports it."""
 
-    rule: str = Field(description="SilentOOMKill, NodeMemoryPressure, NodeOvercommitted, "
-                      "NodeAllocatableAboveCapacity, MissingMemoryRequest, MissingMemoryLimit or "
-                      "MemoryLimitRatioExceeded.")
+    rule: str = Field(description=ruletable.names_text() + ".")
     kind: str = Field(description="Pod or Node.")
     namespace: str | None = Field(default=None, description="The pod's namespace.")
     name: str = Field(description="The pod's or node's name.")

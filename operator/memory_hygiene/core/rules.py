@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from . import kernel
+from . import kernel, ruletable
 from .policy import ANY_REPORTER, Basis, MemoryPolicySpec
 from .qos import expected_score
 from .selectors import matches
@@ -26,9 +26,10 @@ MISSING_REQUEST = "MissingMemoryRequest"
 MISSING_LIMIT = "MissingMemoryLimit"
 ALLOCATABLE_ABOVE_CAPACITY = "NodeAllocatableAboveCapacity"
 LIMIT_RATIO = "MemoryLimitRatioExceeded"
-RULES = (SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, ALLOCATABLE_ABOVE_CAPACITY, MISSING_REQUEST, MISSING_LIMIT,
-         LIMIT_RATIO)
-"""Every rule, most severe first: the order of ``violations``."""
+RULES = ruletable.NAMES
+"""Every rule, most severe first: the order of ``violations`` (core/ruletable.py declares them)."""
+assert {SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, MISSING_REQUEST, MISSING_LIMIT, ALLOCATABLE_ABOVE_CAPACITY,
+        LIMIT_RATIO} == set(RULES), "a rule evaluated here is missing from the rule table"
 
 MAX_CLOCK_SKEW_SECONDS = 120.0
 """An OOM Event dated further than this past ``now`` is not believed (a node's clock far
@@ -95,7 +96,7 @@ class Violation:
 
     @property
     def severity(self) -> int:
-        return RULES.index(self.rule)
+        return ruletable.RANK[self.rule]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -230,18 +231,7 @@ def summarize(
     for v in violations:
         counts[v.rule] += 1
         total += 1
-    return {
-        "overcommittedNodes": counts[OVERCOMMITTED],
-        "nodesUnderMemoryPressure": counts[MEMORY_PRESSURE],
-        "silentOOMKills": counts[SILENT_OOM],
-        "missingRequests": counts[MISSING_REQUEST],
-        "missingLimits": counts[MISSING_LIMIT],
-        "limitRatioExceeded": counts[LIMIT_RATIO],
-        "oomKills": sum(1 for _ in oom_kills),
-        "violations": total,
-        "evaluatedNodes": evaluated_nodes,
-        "evaluatedPods": evaluated_pods,
-    }
+    return ruletable.summary(counts.__getitem__, sum(1 for _ in oom_kills), total, evaluated_nodes, evaluated_pods)
 
 
 # --- selection ----------------------------------------------------------------------------

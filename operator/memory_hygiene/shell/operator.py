@@ -26,9 +26,10 @@ from typing import Any
 import kopf
 
 from ..core import policy as P
+from ..core import ruletable
 from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine
 from ..core.events import oom_event_info
-from ..core.rules import ALLOCATABLE_ABOVE_CAPACITY, RULES, SILENT_OOM, Violation
+from ..core.rules import SILENT_OOM, Violation
 from ..core.snapshot import node_info, pod_info
 from ..core.types import NodeInfo, OOMEventInfo, PodInfo
 from . import admission, metrics, permissions
@@ -238,9 +239,9 @@ def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.L
                 metrics.NODE_LIMITS_RATIO.remove(name, node)
             except KeyError:
                 pass
-        for rule in RULES:
+        for rule in ruletable.TABLE:
             try:
-                metrics.VIOLATIONS.remove(name, rule)
+                metrics.VIOLATIONS.remove(name, rule.metric_label)
             except KeyError:
                 pass
         return
@@ -450,13 +451,8 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
     """The policy's gauges; ``whole``: every node's, else only those of the buckets that changed."""
     assert state.engine is not None
     engine = state.engine
-    s = engine.summary()
-    metrics.VIOLATIONS.labels(policy=state.name, rule=ALLOCATABLE_ABOVE_CAPACITY).set(
-        engine.count(ALLOCATABLE_ABOVE_CAPACITY))
-    for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
-                      (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
-                      ("MissingMemoryLimit", "missingLimits"), ("MemoryLimitRatioExceeded", "limitRatioExceeded")):
-        metrics.VIOLATIONS.labels(policy=state.name, rule=rule).set(s[key])
+    for rule in ruletable.TABLE:
+        metrics.VIOLATIONS.labels(policy=state.name, rule=rule.metric_label).set(engine.count(rule.name))
     if whole:
         reports = [r.node for r in engine.results.values() if r.node is not None]
         gone = set(state.exported_nodes)
