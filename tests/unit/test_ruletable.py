@@ -39,30 +39,31 @@ def test_the_table_is_well_formed():
         assert not r.summary_key or r.summary_doc, r
         assert r.reason == r.name == r.metric_label
     assert ruletable.BY_NAME["SilentOOMKill"].resolved_reason is None
-    assert ruletable.BY_NAME["NodeOvercommitted"].resolved_reason == "NodeOvercommittedResolved"
+    assert ruletable.BY_NAME["NodeReservationTooSmall"].resolved_reason == "NodeReservationTooSmallResolved"
 
 
 def test_existing_names_and_status_keys_are_kept():
     assert TODAYS_RULES <= set(RULES)
     assert TODAYS_SUMMARY_KEYS <= {k for k, _ in ruletable.summary_fields()}
+    assert "NodeReservationTooSmall" in RULES
 
 
 def test_report_order_is_the_table_order():
     assert RULES == tuple(r.name for r in ruletable.TABLE)
-    spec = parse_spec({"rules": {"missingRequests": {"requireLimits": True}}})
+    spec = parse_spec({"rules": {"nodeReservation": {"enabled": True}, "missingRequests": {"requireLimits": True}}})
     nodes = [node("a", capacity="8Gi", allocatable="7.9Gi", pressure=True),
              node("b", capacity="8Gi", allocatable="9Gi")]
     pods = [pod("p", {"c": {}}, node="a"), pod("q", {"c": {"requests": "9Gi", "limits": "9Gi"}}, node="a")]
     report = evaluate("p", spec, nodes, pods, [], 0.0)
     seen = [v.rule for v in report.violations]
     assert set(seen) == {"NodeMemoryPressure", "NodeOvercommitted", "NodeAllocatableAboveCapacity",
-                         "MissingMemoryRequest", "MissingMemoryLimit"}
+                         "NodeReservationTooSmall", "MissingMemoryRequest", "MissingMemoryLimit"}
     assert seen == sorted(seen, key=RULES.index)
     assert [violation_order(v) for v in report.violations] == sorted(violation_order(v) for v in report.violations)
 
 
 def _cluster():
-    spec = parse_spec({"rules": {"limitRatio": {"maxLimitToRequestRatio": 2}}})
+    spec = parse_spec({"rules": {"nodeReservation": {"enabled": True}, "limitRatio": {"maxLimitToRequestRatio": 2}}})
     nodes = [node("small", capacity="16Gi", allocatable="15.9Gi"), node("big", capacity="16Gi", allocatable="12Gi"),
              node("liar", capacity="4Gi", allocatable="8Gi")]
     pods = [pod("a", {"c": {}}, node="small"), pod("b", {"c": {"requests": "1Gi", "limits": "3Gi"}}, node="big")]
@@ -78,11 +79,11 @@ def test_summary_is_built_from_the_table_in_both_places():
     assert s == report.summary() == summarize(report.violations, report.oom_kills, 3, 2)
     assert list(s) == [k for k, _ in ruletable.summary_fields()]
     by_rule = {r: sum(1 for v in report.violations if v.rule == r) for r in RULES}
-    assert by_rule["NodeAllocatableAboveCapacity"] == 1
+    assert by_rule["NodeReservationTooSmall"] == 1 and by_rule["NodeAllocatableAboveCapacity"] == 1
     for r in ruletable.TABLE:
         if r.summary_key:
             assert s[r.summary_key] == by_rule[r.name] == engine.count(r.name), r.name
-    assert s["missingRequests"] == 1 and s["limitRatioExceeded"] == 1
+    assert s["reservationTooSmall"] == 1 and s["missingRequests"] == 1 and s["limitRatioExceeded"] == 1
     assert s["violations"] == sum(by_rule.values()) == len(report.violations)
     assert s["evaluatedNodes"] == 3 and s["evaluatedPods"] == 2
     policy.MemoryPolicyStatus.model_validate({"summary": s})  # the model takes every key
@@ -100,6 +101,7 @@ def test_status_schema_of_the_summary_follows_the_table():
 
 def test_policyreport_severity_is_the_tables():
     assert policyreport.SEVERITY == {r.name: r.severity for r in ruletable.TABLE}
+    assert policyreport.SEVERITY["NodeReservationTooSmall"] == "medium"
 
 
 def test_metrics_export_every_rule_from_the_table():
@@ -112,6 +114,8 @@ def test_metrics_export_every_rule_from_the_table():
         got = REGISTRY.get_sample_value("memory_hygiene_violations", {"policy": "tbl", "rule": r.metric_label})
         assert got == engine.count(r.name), r.name
     assert REGISTRY.get_sample_value("memory_hygiene_violations",
+                                     {"policy": "tbl", "rule": "NodeReservationTooSmall"}) == 1
+    assert REGISTRY.get_sample_value("memory_hygiene_violations",
                                      {"policy": "tbl", "rule": "NodeAllocatableAboveCapacity"}) == 1
 
 
@@ -122,7 +126,7 @@ def test_the_audit_text_counts_every_rule():
     for r in ruletable.TABLE:
         n = sum(1 for v in evaluate("p", spec, nodes, pods, [], 0.0).violations if v.rule == r.name)
         assert f"{n} {r.label}" in line, (r.name, line)
-    assert "1 nodes with allocatable above capacity" in line and "3 nodes, 2 pods." in line
+    assert "1 nodes with too small a reservation" in line and "3 nodes, 2 pods." in line
 
 
 def test_the_docs_list_every_rule_from_the_table():
@@ -135,3 +139,4 @@ def test_the_docs_list_every_rule_from_the_table():
             assert f"`{r.summary_key}`" in row
         if r.resolved_reason:
             assert f"`{r.resolved_reason}`" in row
+    assert "plan-node-sizes" in section and "node-resource-reservations" in section

@@ -1,6 +1,7 @@
 """The MemoryPolicy model: the one source of truth for the CRD schema (see ``crd.py``).
 
-Every field has a default, so ``spec: {}`` is a valid policy with every rule enabled.
+Every field has a default, so ``spec: {}`` is a valid policy with every rule enabled but the
+opt-in ones (``nodeReservation``, and ``limitRatio`` until its ratio is set).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic.alias_generators import to_camel
 
 from . import ruletable
+from .quantity import QuantityError, parse_bytes
 
 GROUP = "memoryhygiene.io"
 VERSION = "v1alpha1"
@@ -279,8 +281,41 @@ class SilentOOMRule(_Model):
         return self
 
 
+AUTO = "auto"
+
+RESERVATION_MINIMUM_PATTERN = r"^(auto|([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[kMGTPE])?)$"
+
+
+class NodeReservationRule(_Model):
+    """NodeReservationTooSmall: a node's capacity less its allocatable (kube-reserved + system-reserved + the hard eviction threshold) is below a minimum, so system daemons and the kernel compete with pods for memory. Off unless enabled."""  # noqa: E501 - one line: it is a CRD description
+
+    enabled: bool = Field(default=False, description="Report nodes whose memory reservation is too small.")
+    minimum: str = Field(
+        default=AUTO,
+        pattern=RESERVATION_MINIMUM_PATTERN,
+        max_length=32,
+        description="The least capacity - allocatable a node should have: \"auto\" (what GKE and AKS reserve for "
+        "a node of its capacity, 25% of the first 4Gi, 20% of the next 4Gi, 10% of the next 8Gi, 6% of the next "
+        "112Gi and 2% above 128Gi, plus kubelet's default 100Mi hard eviction threshold) or a memory quantity "
+        "such as 1Gi.",
+    )
+
+    @model_validator(mode="after")
+    def _minimum_is_a_quantity(self) -> NodeReservationRule:
+        if self.minimum != AUTO:
+            try:
+                parse_bytes(self.minimum)
+            except QuantityError as err:
+                raise ValueError(f"minimum: {err}") from None
+        return self
+
+    def fixed_minimum(self) -> int | None:
+        """The minimum in bytes; None for "auto" (it depends on the node's capacity)."""
+        return None if self.minimum == AUTO else parse_bytes(self.minimum)
+
+
 class Rules(_Model):
-    """Which rules run, and their settings. Every rule is enabled by default."""
+    """Which rules run, and their settings. Every rule is enabled by default but nodeReservation (opt-in) and limitRatio (off until its ratio is set)."""  # noqa: E501 - one line: it is a CRD description
 
     overcommit: OvercommitRule = Field(default_factory=OvercommitRule, description=OvercommitRule.__doc__)
     memory_pressure: MemoryPressureRule = Field(
@@ -293,6 +328,9 @@ class Rules(_Model):
         default_factory=SilentOOMRule, alias="silentOOM", description=SilentOOMRule.__doc__
     )
     limit_ratio: LimitRatioRule = Field(default_factory=LimitRatioRule, description=LimitRatioRule.__doc__)
+    node_reservation: NodeReservationRule = Field(
+        default_factory=NodeReservationRule, description=NodeReservationRule.__doc__
+    )
 
 
 class MemoryPolicySpec(_Model):

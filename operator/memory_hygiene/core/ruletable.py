@@ -83,6 +83,20 @@ TABLE: tuple[Rule, ...] = (
          "a node reports more allocatable memory than capacity: its status is wrong (its limits are compared "
          "with its capacity instead)",
          "overcommit"),
+    Rule("NodeReservationTooSmall", "Node", "medium", "reservationTooSmall",
+         "Nodes whose capacity less allocatable is below rules.nodeReservation's minimum.",
+         "nodes with too small a reservation",
+         "capacity less allocatable (kube-reserved + system-reserved + the hard eviction threshold) is below the "
+         "policy's minimum: system daemons and the kernel compete with pods for memory",
+         "nodeReservation",
+         note="Opt-in (`rules.nodeReservation.enabled: true`). Its `minimum: auto` is the memory GKE and AKS "
+         "(before 1.29) reserve for the kubelet and the system on a node of that capacity, 25% of the first 4Gi, "
+         "20% of the next 4Gi, 10% of the next 8Gi, 6% of the next 112Gi and 2% above 128Gi "
+         "(https://cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes#memory_and_cpu_reservations, "
+         "https://learn.microsoft.com/en-us/azure/aks/node-resource-reservations), plus kubelet's default hard "
+         "eviction threshold `memory.available` 100Mi (kubernetes/kubernetes "
+         "pkg/kubelet/eviction/defaults_linux.go): 1.1Gi for a 4Gi node, 2.7Gi for 16Gi, 5.6Gi for 64Gi. "
+         "Not judged on a node whose allocatable exceeds its capacity (NodeAllocatableAboveCapacity)."),
     Rule("MissingMemoryRequest", "Pod", "medium", "missingRequests", "Containers without a memory request.",
          "missing requests",
          "a container has no memory request: invisible to the scheduler, among the first killed",
