@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel
 
 from .core import policy as p
+from .core import ruletable
 
 CRD_FILE = f"{p.PLURAL}.{p.GROUP}.yaml"
 
@@ -172,7 +173,8 @@ def _rows(schema: dict[str, Any], path: str, out: list[tuple[str, str, str, str]
 
 
 def reference_markdown() -> str:
-    """docs/memorypolicy.md: every field of the MemoryPolicy, from the CRD schema."""
+    """docs/memorypolicy.md: every field of the MemoryPolicy, from the CRD schema, and every rule,
+    from the rule table."""
     root = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     lines = [
         "# MemoryPolicy reference",
@@ -188,6 +190,7 @@ def reference_markdown() -> str:
                   "| field | type | default | description |", "|---|---|---|---|"]
         lines += [f"| `{a}` | {b} | {c} | {d} |" for a, b, c, d in rows]
         lines.append("")
+    lines += ruletable.markdown()
     lines += ENFORCING_EXAMPLE
     return "\n".join(lines)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from .core.rules import Report, fmt_bytes, fmt_time
+from .core import ruletable
+from .core.rules import SILENT_OOM, Report, fmt_bytes, fmt_time
 
 WIDTH = 120
 
@@ -65,10 +66,11 @@ def render(report: Report, width: int = WIDTH) -> str:
     else:
         out += ["No violations.", ""]
     s = report.summary()
-    out.append(
-        f"Summary: {s['overcommittedNodes']} overcommitted nodes, {s['nodesUnderMemoryPressure']} under memory "
-        f"pressure, {s['silentOOMKills']} silent OOM kills (of {s['oomKills']}), {s['missingRequests']} missing "
-        f"requests, {s['missingLimits']} missing limits, {s['limitRatioExceeded']} over the limit/request "
-        f"ratio; {s['evaluatedNodes']} nodes, {s['evaluatedPods']} pods."
-    )
+    counts = {r.name: 0 for r in ruletable.TABLE}
+    for v in report.violations:
+        counts[v.rule] += 1
+    rules = ", ".join(f"{counts[r.name]} {r.label}"
+                      + (f" (of {s['oomKills']} OOM kills)" if r.name == SILENT_OOM else "")
+                      for r in ruletable.TABLE)
+    out.append(f"Summary: {rules}; {s['evaluatedNodes']} nodes, {s['evaluatedPods']} pods.")
     return "\n".join(textwrap.fill(line, width) if len(line) > width else line for line in out) + "\n"

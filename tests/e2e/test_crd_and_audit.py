@@ -35,6 +35,12 @@ def test_sample_policies_are_accepted_with_defaults_filled(crd, kubectl):
                                   "reporters": ["kernel-monitor", "memory-hygiene-node-agent", "kubelet"],
                                   "maxKillsPerEvent": 500, "maxIncidentsPerNode": 1000}
     assert rules["missingRequests"] == {"enabled": True, "requireLimits": False}
+    assert rules["nodeReservation"] == {"enabled": False, "minimum": "auto"}
+    name = f"reserve-{uuid.uuid4().hex[:8]}"
+    spec = {"rules": {"nodeReservation": {"enabled": True, "minimum": "1.5Gi"}}}
+    proc = kubectl("apply", "--dry-run=server", "-f", "-", "-o", "json", input=policy_yaml(name, spec))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["spec"]["rules"]["nodeReservation"] == {"enabled": True, "minimum": "1.5Gi"}
 
 
 @pytest.mark.parametrize(
@@ -61,6 +67,8 @@ def test_sample_policies_are_accepted_with_defaults_filled(crd, kubectl):
          "should be greater than or equal to 1"),
         ({"rules": {"missingRequests": {"admission": "Refuse"}}}, "spec.rules.missingRequests.admission",
          "Unsupported value"),
+        ({"rules": {"nodeReservation": {"minimum": "lots"}}}, "spec.rules.nodeReservation.minimum", "should match"),
+        ({"rules": {"nodeReservation": {"minimum": "-1Gi"}}}, "spec.rules.nodeReservation.minimum", "should match"),
     ],
 )
 def test_invalid_policy_is_refused_by_the_server_naming_the_field(crd, kubectl, spec, field, words):

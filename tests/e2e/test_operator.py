@@ -200,6 +200,30 @@ def test_memory_pressure_with_evictions_then_cleared(operator, sim, kube):
              what="NodeMemoryPressureResolved event on the node")
 
 
+def test_node_reservation_too_small_then_fixed(operator, sim, kube):
+    """A rule added through the rule table alone: status summary, Events, metric and Resolved."""
+    tag = uuid.uuid4().hex[:8]
+    ns, node = new_scenario(sim, tag, ("16Gi", f"{16 * 1024 - 100}Mi"))  # only the eviction threshold
+    name = f"reserve-{tag}"
+    kube.apply_policy(name, scoped_spec(tag, nodeReservation={"enabled": True}))
+    status = settled_with(kube, name, lambda s: s["summary"]["reservationTooSmall"] == 1)
+    [v] = status["violations"]
+    assert (v["rule"], v["kind"], v["name"]) == ("NodeReservationTooSmall", "Node", node)
+    assert "reserve of 100Mi" in v["message"] and "--kube-reserved" in v["message"]
+    wait_for(lambda: kube.events("default", **{"involvedObject.name": node, "reason": "NodeReservationTooSmall"}),
+             what="NodeReservationTooSmall event on the node")
+    text = wait_for(lambda: (t := operator.get("/metrics")) and name in t and t, what="metrics")
+    assert f'memory_hygiene_violations{{policy="{name}",rule="NodeReservationTooSmall"}} 1.0' in text
+
+    sim.node_status(node, {"allocatable": {"cpu": "4", "memory": "12Gi", "pods": "110"}})
+    settled_with(kube, name, lambda s: s["summary"]["reservationTooSmall"] == 0 and s["summary"]["violations"] == 0,
+                 what="reservation fixed")
+    wait_for(lambda: [e for e in kube.events("default", **{"involvedObject.name": node,
+                                                           "reason": "NodeReservationTooSmallResolved"})
+                      if e["type"] == "Normal"],
+             what="NodeReservationTooSmallResolved event on the node")
+
+
 def test_oom_kills_silent_visible_fingerprint_and_ambiguous(operator, sim, kube):
     tag = uuid.uuid4().hex[:8]
     ns, node = new_scenario(sim, tag, ("8Gi", "7Gi"))

@@ -13,14 +13,9 @@ import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from . import ruletable
 from .policy import MemoryPolicySpec
 from .rules import (
-    MEMORY_PRESSURE,
-    MISSING_LIMIT,
-    LIMIT_RATIO,
-    MISSING_REQUEST,
-    OVERCOMMITTED,
-    SILENT_OOM,
     NodeReport,
     OOMIncident,
     Report,
@@ -386,18 +381,8 @@ class PolicyEngine:
 
     def summary(self) -> dict[str, int]:
         c = self._counts
-        return {
-            "overcommittedNodes": c.get(OVERCOMMITTED, 0),
-            "nodesUnderMemoryPressure": c.get(MEMORY_PRESSURE, 0),
-            "silentOOMKills": c.get(SILENT_OOM, 0),
-            "missingRequests": c.get(MISSING_REQUEST, 0),
-            "missingLimits": c.get(MISSING_LIMIT, 0),
-            "limitRatioExceeded": c.get(LIMIT_RATIO, 0),
-            "oomKills": c.get(" oom", 0),
-            "violations": c.get(" all", 0),
-            "evaluatedNodes": c.get(" nodes", 0),
-            "evaluatedPods": c.get(" pods", 0),
-        }
+        return ruletable.summary(self.count, c.get(" oom", 0), c.get(" all", 0), c.get(" nodes", 0),
+                                 c.get(" pods", 0))
 
 
 def snapshot_view(

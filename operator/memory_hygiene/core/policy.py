@@ -1,15 +1,19 @@
 """The MemoryPolicy model: the one source of truth for the CRD schema (see ``crd.py``).
 
-Every field has a default, so ``spec: {}`` is a valid policy with every rule enabled.
+Every field has a default, so ``spec: {}`` is a valid policy with every rule enabled but the
+opt-in ones (``nodeReservation``, and ``limitRatio`` until its ratio is set).
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, model_validator
 from pydantic.alias_generators import to_camel
+
+from . import ruletable
+from .quantity import QuantityError, parse_bytes
 
 GROUP = "memoryhygiene.io"
 VERSION = "v1alpha1"
@@ -277,8 +281,41 @@ class SilentOOMRule(_Model):
         return self
 
 
+AUTO = "auto"
+
+RESERVATION_MINIMUM_PATTERN = r"^(auto|([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[kMGTPE])?)$"
+
+
+class NodeReservationRule(_Model):
+    """NodeReservationTooSmall: a node's capacity less its allocatable (kube-reserved + system-reserved + the hard eviction threshold) is below a minimum, so system daemons and the kernel compete with pods for memory. Off unless enabled."""  # noqa: E501 - one line: it is a CRD description
+
+    enabled: bool = Field(default=False, description="Report nodes whose memory reservation is too small.")
+    minimum: str = Field(
+        default=AUTO,
+        pattern=RESERVATION_MINIMUM_PATTERN,
+        max_length=32,
+        description="The least capacity - allocatable a node should have: \"auto\" (what GKE and AKS reserve for "
+        "a node of its capacity, 25% of the first 4Gi, 20% of the next 4Gi, 10% of the next 8Gi, 6% of the next "
+        "112Gi and 2% above 128Gi, plus kubelet's default 100Mi hard eviction threshold) or a memory quantity "
+        "such as 1Gi.",
+    )
+
+    @model_validator(mode="after")
+    def _minimum_is_a_quantity(self) -> NodeReservationRule:
+        if self.minimum != AUTO:
+            try:
+                parse_bytes(self.minimum)
+            except QuantityError as err:
+                raise ValueError(f"minimum: {err}") from None
+        return self
+
+    def fixed_minimum(self) -> int | None:
+        """The minimum in bytes; None for "auto" (it depends on the node's capacity)."""
+        return None if self.minimum == AUTO else parse_bytes(self.minimum)
+
+
 class Rules(_Model):
-    """Which rules run, and their settings. Every rule is enabled by default."""
+    """Which rules run, and their settings. Every rule is enabled by default but nodeReservation (opt-in) and limitRatio (off until its ratio is set)."""  # noqa: E501 - one line: it is a CRD description
 
     overcommit: OvercommitRule = Field(default_factory=OvercommitRule, description=OvercommitRule.__doc__)
     memory_pressure: MemoryPressureRule = Field(
@@ -291,6 +328,9 @@ class Rules(_Model):
         default_factory=SilentOOMRule, alias="silentOOM", description=SilentOOMRule.__doc__
     )
     limit_ratio: LimitRatioRule = Field(default_factory=LimitRatioRule, description=LimitRatioRule.__doc__)
+    node_reservation: NodeReservationRule = Field(
+        default_factory=NodeReservationRule, description=NodeReservationRule.__doc__
+    )
 
 
 class MemoryPolicySpec(_Model):
@@ -366,31 +406,27 @@ class Condition(_Model):
     observed_generation: int | None = Field(default=None, description="The spec generation it is about.")
 
 
-class Summary(_Model):
-    """Counts over everything the policy selects."""
+SUMMARY_DOC = "Counts over everything the policy selects."
 
-    overcommitted_nodes: int = Field(default=0, description="Nodes whose limits exceed the policy.")
-    nodes_under_memory_pressure: int = Field(default=0, description="Nodes with MemoryPressure=True.")
-    silent_oom_kills: int = Field(
-        default=0, alias="silentOOMKills", description="Silent OOM kill incidents within the lookback."
-    )
-    missing_requests: int = Field(default=0, description="Containers without a memory request.")
-    missing_limits: int = Field(default=0, description="Containers without a memory limit (requireLimits).")
-    limit_ratio_exceeded: int = Field(
-        default=0, description="Containers whose limit exceeds maxLimitToRequestRatio times their request."
-    )
-    oom_kills: int = Field(default=0, alias="oomKills", description="OOM kill incidents within the lookback.")
-    violations: int = Field(default=0, description="All violations (status.violations may hold fewer).")
-    evaluated_nodes: int = Field(default=0, description="Nodes the policy selects.")
-    evaluated_pods: int = Field(default=0, description="Pods the policy selects.")
+
+def _summary_model() -> type[_Model]:
+    """``status.summary``: one count per rule of the rule table that has a summary key, then the others."""
+    fields: dict[str, Any] = {
+        key: (int, Field(default=0, alias=key, description=doc)) for key, doc in ruletable.summary_fields()
+    }
+    return create_model("Summary", __base__=_Model, __doc__=SUMMARY_DOC, **fields)
+
+
+if TYPE_CHECKING:
+    Summary = _Model
+else:
+    Summary = _summary_model()
 
 
 class ViolationStatus(_Model):
     """One violation, as the operator reports it."""
 
-    rule: str = Field(description="SilentOOMKill, NodeMemoryPressure, NodeOvercommitted, "
-                      "NodeAllocatableAboveCapacity, MissingMemoryRequest, MissingMemoryLimit or "
-                      "MemoryLimitRatioExceeded.")
+    rule: str = Field(description=ruletable.names_text() + ".")
     kind: str = Field(description="Pod or Node.")
     namespace: str | None = Field(default=None, description="The pod's namespace.")
     name: str = Field(description="The pod's or node's name.")

@@ -2,10 +2,11 @@
 Trivy and Policy Reporter read): pure data, no I/O.
 
 One report per MemoryPolicy and *scope*: a ``PolicyReport`` in each namespace with pod violations
-(MissingMemoryRequest, MissingMemoryLimit, SilentOOMKill of a known pod), a ``ClusterPolicyReport``
-for the node violations (NodeOvercommitted, NodeMemoryPressure, an OOM kill no pod could be named
-for). Each result names the rule, its severity, the object and the message. A report holds at most
-``cap`` results, most severe first; its summary counts all of them (bounded like the status).
+(MissingMemoryRequest, MissingMemoryLimit, SilentOOMKill of a known pod, ...), a
+``ClusterPolicyReport`` for the node violations (NodeOvercommitted, NodeMemoryPressure, an OOM kill
+no pod could be named for, ...). Each result names the rule, its severity (core/ruletable.py), the
+object and the message. A report holds at most ``cap`` results, most severe first; its summary
+counts all of them (bounded like the status).
 
 :class:`ScopeIndex` keeps a policy's violations by scope, updated from what a reconcile pass
 changed, so that only the reports of the scopes that changed are built and written again.
@@ -16,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .rules import (ALLOCATABLE_ABOVE_CAPACITY, LIMIT_RATIO, MEMORY_PRESSURE, MISSING_LIMIT, MISSING_REQUEST, OVERCOMMITTED,
-                    SILENT_OOM, Violation, violation_order)
+from . import ruletable
+from .rules import Violation, violation_order
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
 GROUP, VERSION = API_VERSION.split("/")
@@ -27,15 +28,8 @@ POLICY_LABEL = "memoryhygiene.io/policy"
 CLUSTER = ""
 """The scope of the ClusterPolicyReport (node violations)."""
 
-SEVERITY = {
-    MEMORY_PRESSURE: "critical",  # kubelet is evicting pods now
-    SILENT_OOM: "high",  # a process was killed and nothing in Kubernetes says so
-    OVERCOMMITTED: "medium",  # a risk: eviction or OOM once the pods use their limits
-    MISSING_REQUEST: "medium",
-    MISSING_LIMIT: "low",
-    ALLOCATABLE_ABOVE_CAPACITY: "medium",  # the node's own numbers are wrong: every judgement of it is off
-    LIMIT_RATIO: "low",  # overcommits the node by design, not yet a failure
-}
+SEVERITY = {r.name: r.severity for r in ruletable.TABLE}
+"""Each rule's result severity, from the rule table (core/ruletable.py)."""
 
 
 def scope_of(v: Violation) -> str:

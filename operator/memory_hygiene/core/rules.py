@@ -8,14 +8,16 @@ They are split per object so the operator can re-evaluate only what a change tou
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from functools import cached_property
 from typing import Any, NamedTuple
 
-from . import kernel
-from .policy import ANY_REPORTER, Basis, MemoryPolicySpec, SilentOOMRule
+from . import kernel, ruletable
+from .policy import ANY_REPORTER, Basis, MemoryPolicySpec, NodeReservationRule, SilentOOMRule
 from .qos import expected_score
 from .selectors import matches
 from .types import ContainerInfo, NodeInfo, OOMEventInfo, PodInfo
@@ -26,10 +28,12 @@ OVERCOMMITTED = "NodeOvercommitted"
 MISSING_REQUEST = "MissingMemoryRequest"
 MISSING_LIMIT = "MissingMemoryLimit"
 ALLOCATABLE_ABOVE_CAPACITY = "NodeAllocatableAboveCapacity"
+RESERVATION_TOO_SMALL = "NodeReservationTooSmall"
 LIMIT_RATIO = "MemoryLimitRatioExceeded"
-RULES = (SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, ALLOCATABLE_ABOVE_CAPACITY, MISSING_REQUEST, MISSING_LIMIT,
-         LIMIT_RATIO)
-"""Every rule, most severe first: the order of ``violations``."""
+RULES = ruletable.NAMES
+"""Every rule, most severe first: the order of ``violations`` (core/ruletable.py declares them)."""
+assert {SILENT_OOM, MEMORY_PRESSURE, OVERCOMMITTED, MISSING_REQUEST, MISSING_LIMIT, ALLOCATABLE_ABOVE_CAPACITY,
+        RESERVATION_TOO_SMALL, LIMIT_RATIO} == set(RULES), "a rule evaluated here is missing from the rule table"
 
 MAX_CLOCK_SKEW_SECONDS = 120.0
 """An OOM Event dated further than this past ``now`` is not believed (a node's clock far
@@ -97,7 +101,7 @@ class Violation:
 
     @property
     def severity(self) -> int:
-        return RULES.index(self.rule)
+        return ruletable.RANK[self.rule]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -235,18 +239,7 @@ def summarize(
     for v in violations:
         counts[v.rule] += 1
         total += 1
-    return {
-        "overcommittedNodes": counts[OVERCOMMITTED],
-        "nodesUnderMemoryPressure": counts[MEMORY_PRESSURE],
-        "silentOOMKills": counts[SILENT_OOM],
-        "missingRequests": counts[MISSING_REQUEST],
-        "missingLimits": counts[MISSING_LIMIT],
-        "limitRatioExceeded": counts[LIMIT_RATIO],
-        "oomKills": sum(1 for _ in oom_kills),
-        "violations": total,
-        "evaluatedNodes": evaluated_nodes,
-        "evaluatedPods": evaluated_pods,
-    }
+    return ruletable.summary(counts.__getitem__, sum(1 for _ in oom_kills), total, evaluated_nodes, evaluated_pods)
 
 
 # --- selection ----------------------------------------------------------------------------
@@ -340,6 +333,9 @@ def evaluate_node(
                 "allocatable is capacity less kube-reserved, system-reserved and the eviction threshold, so the "
                 "node's status is wrong; limits are compared with its capacity")
         violations.append(Violation(ALLOCATABLE_ABOVE_CAPACITY, "Node", None, node.name, None, text, node.uid))
+    reservation = evaluate_reservation(spec.rules.node_reservation, node)
+    if reservation is not None:
+        violations.append(reservation)
     if spec.rules.memory_pressure.enabled and node.memory_pressure:
         text = "kubelet reports MemoryPressure"
         if node.pressure_message:
@@ -350,6 +346,68 @@ def evaluate_node(
             text += f"; evicted for memory: {', '.join(evicted)}"
         violations.append(Violation(MEMORY_PRESSURE, "Node", None, node.name, None, text, node.uid))
     return report, violations
+
+
+# --- node reservations --------------------------------------------------------------------
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+RESERVE_TIERS: tuple[tuple[int | None, int], ...] = (
+    (4 * GiB, 25), (8 * GiB, 20), (16 * GiB, 10), (128 * GiB, 6), (None, 2),
+)
+"""(up to this much capacity, percent of it reserved): the memory GKE and AKS reserve for the
+kubelet and the system, by the node's size.
+GKE: https://cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes#memory_and_cpu_reservations
+("25% of the first 4 GiB of memory, 20% of the next 4 GiB (up to 8 GiB), 10% of the next 8 GiB
+(up to 16 GiB), 6% of the next 112 GiB (up to 128 GiB), 2% of any memory above 128 GiB").
+AKS before 1.29: https://learn.microsoft.com/en-us/azure/aks/node-resource-reservations (the same
+tiers, in GB; AKS 1.29 and later reserve min(20 MB x max pods + 50 MB, 25%) instead)."""
+
+DEFAULT_EVICTION_HARD = 100 * MiB
+"""kubelet's default ``evictionHard`` ``memory.available`` on Linux (kubernetes/kubernetes
+pkg/kubelet/eviction/defaults_linux.go ``DefaultEvictionHard``: "100Mi"); GKE and AKS 1.29+ use it
+too (the pages above), AKS before 1.29 used 750Mi."""
+
+
+def recommended_reserve(capacity: int) -> int:
+    """The least capacity - allocatable for a node of this memory capacity, in bytes: the tiered
+    reserve of :data:`RESERVE_TIERS` plus :data:`DEFAULT_EVICTION_HARD`, rounded up to a byte."""
+    reserved = Fraction(0)
+    low = 0
+    for high, percent in RESERVE_TIERS:
+        top = capacity if high is None else min(capacity, high)
+        if top > low:
+            reserved += Fraction((top - low) * percent, 100)
+        if high is None or capacity <= high:
+            break
+        low = high
+    return math.ceil(reserved) + DEFAULT_EVICTION_HARD
+
+
+def evaluate_reservation(rule: NodeReservationRule, node: NodeInfo) -> Violation | None:
+    """NodeReservationTooSmall: capacity - allocatable below the policy's minimum. Not judged when
+    either number is unknown, or when allocatable exceeds capacity (NodeAllocatableAboveCapacity:
+    the node's status is wrong, and there is no reserve to speak of)."""
+    capacity, allocatable = node.capacity, node.allocatable
+    if not rule.enabled or capacity is None or allocatable is None or allocatable > capacity:
+        return None
+    reserve = capacity - allocatable
+    fixed = rule.fixed_minimum()
+    minimum = recommended_reserve(capacity) if fixed is None else fixed
+    if reserve >= minimum:
+        return None
+    why = ("what GKE and AKS reserve for a node of this size plus the 100Mi eviction threshold" if fixed is None
+           else "the policy's rules.nodeReservation.minimum")
+    text = (
+        f"memory capacity {fmt_bytes(capacity)} less allocatable {fmt_bytes(allocatable)} leaves a reserve of "
+        f"{fmt_bytes(reserve)} for kube-reserved, system-reserved and the hard eviction threshold; at least "
+        f"{fmt_bytes(minimum)} is recommended ({why}). Without it system daemons and the kernel compete with "
+        "the pods for memory: the kernel OOM-kills pods or the node freezes before kubelet evicts. Raise "
+        "kubelet's --kube-reserved/--system-reserved memory (kubeReserved, systemReserved) and "
+        f"--eviction-hard memory.available (evictionHard) until they add up to {fmt_bytes(minimum)} or more"
+    )
+    return Violation(RESERVATION_TOO_SMALL, "Node", None, node.name, None, text, node.uid)
 
 
 # --- pods -----------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from typing import Any
 import kopf
 
 from ..core import policy as P
-from ..core import sources
+from ..core import ruletable, sources
 from ..core.engine import UNSCHEDULED, ClusterView, PolicyEngine, Shared
-from ..core.rules import ALLOCATABLE_ABOVE_CAPACITY, RULES, SILENT_OOM, Violation
+from ..core.rules import SILENT_OOM, Violation
 from . import admission, metrics, permissions
 from .events import EventSink, Target
 from .policyreports import ReportWriter
@@ -228,9 +228,9 @@ def observe_policy(rt: Runtime, type: str | None, name: str, body: Any, logger: 
                 metrics.NODE_LIMITS_RATIO.remove(name, node)
             except KeyError:
                 pass
-        for rule in RULES:
+        for rule in ruletable.TABLE:
             try:
-                metrics.VIOLATIONS.remove(name, rule)
+                metrics.VIOLATIONS.remove(name, rule.metric_label)
             except KeyError:
                 pass
         return
@@ -506,13 +506,8 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
     """The policy's gauges; ``whole``: every node's, else only those of the buckets that changed."""
     assert state.engine is not None
     engine = state.engine
-    s = engine.summary()
-    metrics.VIOLATIONS.labels(policy=state.name, rule=ALLOCATABLE_ABOVE_CAPACITY).set(
-        engine.count(ALLOCATABLE_ABOVE_CAPACITY))
-    for rule, key in (("NodeOvercommitted", "overcommittedNodes"), ("NodeMemoryPressure", "nodesUnderMemoryPressure"),
-                      (SILENT_OOM, "silentOOMKills"), ("MissingMemoryRequest", "missingRequests"),
-                      ("MissingMemoryLimit", "missingLimits"), ("MemoryLimitRatioExceeded", "limitRatioExceeded")):
-        metrics.VIOLATIONS.labels(policy=state.name, rule=rule).set(s[key])
+    for rule in ruletable.TABLE:
+        metrics.VIOLATIONS.labels(policy=state.name, rule=rule.metric_label).set(engine.count(rule.name))
     if whole:
         reports = [r.node for r in engine.results.values() if r.node is not None]
         gone = set(state.exported_nodes)
