@@ -468,7 +468,12 @@ def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
         rt.stores["pods"].put("uid-p", "n", PodInfo("uid-p", "ns", "p", "n", "Running", (), "Burstable", 0, None, (), "", ""))
         assert await op.resolve_orphans(rt) == 0 and not rt.orphans_checked, "the policy was not evaluated yet"
         state = op.PolicyState(name="pol", uid="uid-pol", generation=1, engine=PolicyEngine("pol", parse_spec({})))
-        state.active = {keys["going"]: 1.0, keys["oom"]: 1.0}
+        from memory_hygiene.core.rules import Violation
+
+        holding = [Violation(k[0], k[1], k[2], k[3], k[4], "m", "uid-p", k[5]) for k in (keys["going"], keys["oom"])]
+        state.engine.violations = lambda: iter(holding)  # what its first pass found
+        for v in holding:
+            rt.first_seen.add(v.key, 1.0)
         state.evaluated = True
         rt.policies["pol"] = state
         rt._orphans_tried = float("-inf")
@@ -486,7 +491,7 @@ def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
         again = op.Runtime()
         again.sink = EventSink(api, "peer", qps=0, clock=clock)
         await again.sink.preload()
-        again.custom, again.stores, again.policies = rt.custom, rt.stores, rt.policies
+        again.custom, again.stores, again.policies, again.first_seen = rt.custom, rt.stores, rt.policies, rt.first_seen
         assert await op.resolve_orphans(again) == 0
 
     run(go())

@@ -58,3 +58,39 @@ def test_a_difference_the_watch_catches_up_with_is_not_repaired():
     op.observe_policy(rt, None, "new", body("new", "u1", 2))
     assert op.resync_policies(rt, [body("new", "u1", 2)], time.monotonic()) == []
     assert rt.resync_differed == {}
+
+
+def test_first_seen_is_kept_once_for_every_policy_holding_a_violation():
+    """300 policies held two dicts of every violation each (3.5 GB); now one entry per violation,
+    counted by the policies holding it, that lives through edits and ends with the last one."""
+    from memory_hygiene.core.snapshot import pod_info
+
+    class Session:
+        async def patch_json(self, path, body):
+            return 200, {}
+
+    def bare(name, uid, request):
+        res = {"requests": {"memory": request}} if request else {}
+        return pod_info({"kind": "Pod", "metadata": {"name": name, "namespace": "ns", "uid": uid},
+                         "spec": {"nodeName": "n1", "containers": [{"name": "c", "resources": res}]},
+                         "status": {"phase": "Running"}})
+
+    async def go():
+        rt = op.Runtime()
+        rt.session = Session()
+        rt.stores["pods"].put("u-p", "n1", bare("p", "u-p", None))
+        for name in ("a", "b"):
+            op.observe_policy(rt, None, name, body(name, f"u-{name}", 1))
+        await op.reconcile_once(rt, None, 1000.0)
+        key = ("MissingMemoryRequest", "Pod", "ns", "p", "c", "")
+        assert rt.first_seen.get(key) == 1000.0 and rt.first_seen._seen[key][1] == 2
+        op.observe_policy(rt, None, "a", body("a", "u-a", 2, {"rules": {"overcommit": {"maxLimitsPercent": 150}}}))
+        await op.reconcile_once(rt, None, 2000.0)
+        assert rt.first_seen.get(key) == 1000.0 and rt.first_seen._seen[key][1] == 2, "an edit is no new start"
+        op.observe_policy(rt, "DELETED", "b", body("b", "u-b", 1))
+        assert rt.first_seen._seen[key][1] == 1
+        rt.stores["pods"].put("u-p", "n1", bare("p", "u-p", "1Gi"))
+        await op.reconcile_once(rt, {"n1"}, 3000.0)
+        assert len(rt.first_seen) == 0, "ended with its last holder"
+
+    asyncio.run(go())

@@ -349,6 +349,14 @@ class PolicyEngine:
         if started:
             self._worst = heapq.nsmallest(self._worst_n, self._worst + started, key=violation_order)
 
+    def changes(self) -> tuple[list[Violation], list[Violation]]:
+        """Of the last refresh's changed buckets: (violations that started, violations that ended).
+        A violation's key is in one bucket only (a pod's or a node's), so the changed buckets tell
+        it all."""
+        before = {v.key: v for b, _ in self.changed.values() if b is not None for v in b.violations}
+        after = {v.key: v for _, a in self.changed.values() if a is not None for v in a.violations}
+        return ([v for k, v in after.items() if k not in before], [v for k, v in before.items() if k not in after])
+
     def transitions(self) -> tuple[dict[tuple, Violation], dict[tuple, Violation]]:
         """Of the last refresh's changed buckets: (violations now, by key; violations before that
         are no longer, by key)."""

@@ -72,9 +72,9 @@ class PolicyState:
     generation: int | None
     engine: PolicyEngine | None
     error: str | None = None
-    active: dict[tuple, float] = field(default_factory=dict)
-    """Violation key -> when first seen."""
-    messages: dict[tuple, Violation] = field(default_factory=dict)
+    previous: list[Violation] | None = None
+    """Until this generation's first pass: the violations of the generation before (its Events
+    were announced), to compare with; then None (the engine holds what is current)."""
     last_status: dict[str, Any] | None = None
     seeded_first_seen: dict[tuple, str] = field(default_factory=dict)
     needs_write: bool = True
@@ -84,9 +84,49 @@ class PolicyState:
     """A newer status waits for the end of the interval (a pass is scheduled for then)."""
     exported_nodes: set[str] = field(default_factory=set)
     evaluated: bool = False
-    """Its first pass is done: ``active`` holds every violation now."""
+    """Its first pass is done: the engine holds every violation now."""
     seen_at: float = field(default_factory=time.monotonic)
     """When this generation was delivered (time.monotonic())."""
+
+
+def held(state: PolicyState) -> Iterable[Violation]:
+    """The violations a policy has announced and not yet ended."""
+    if state.evaluated and state.engine is not None:
+        return state.engine.violations()
+    return state.previous or ()
+
+
+class FirstSeen:
+    """When each violation was first seen, one entry for every policy that holds it (with a
+    count of them): a violation's Events, status and first-seen time cost each policy nothing
+    but the engine's reference to it (300 policies held 2 dicts of every violation before)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple, list] = {}
+
+    def add(self, key: tuple, now: float) -> None:
+        entry = self._seen.get(key)
+        if entry is None:
+            self._seen[key] = [now, 1]
+        else:
+            entry[1] += 1
+
+    def remove(self, key: tuple) -> None:
+        entry = self._seen.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._seen[key]
+
+    def get(self, key: tuple) -> float | None:
+        entry = self._seen.get(key)
+        return entry[0] if entry is not None else None
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 class Runtime:
@@ -101,6 +141,7 @@ class Runtime:
         self.full = True
         self.policies: dict[str, PolicyState] = {}
         self.shared = Shared()
+        self.first_seen = FirstSeen()
         self.resync_differed: dict[str, tuple[str, int]] = {}
         """What the last list of MemoryPolicies showed that the watch had not told (resync_policies)."""
         """The evaluations every policy of a pass shares (core/engine.py)."""
@@ -218,6 +259,8 @@ def observe_policy(rt: Runtime, type: str | None, name: str, body: Any, logger: 
         rt.admission_changed.set()
         gone = rt.policies.pop(name, None)
         if gone is not None:
+            for v in held(gone):
+                rt.first_seen.remove(v.key)
             rt.deleted[gone.uid] = None
             while len(rt.deleted) > 10_000:
                 rt.deleted.popitem(last=False)
@@ -248,8 +291,11 @@ def observe_policy(rt: Runtime, type: str | None, name: str, body: Any, logger: 
         logger.error("invalid MemoryPolicy %s: %s", name, err)
     new = PolicyState(name=name, uid=uid, generation=generation, engine=engine, error=error)
     if state is not None and state.uid == uid:
-        new.active, new.messages, new.last_status = state.active, state.messages, state.last_status
+        new.previous, new.last_status = list(held(state)), state.last_status
     else:
+        if state is not None:  # the same name, another object: what the old one held ends here
+            for v in held(state):
+                rt.first_seen.remove(v.key)
         new.last_status = previous_status or None
         new.seeded_first_seen = seen_from_status(previous_status)
     rt.policies[name] = new
@@ -315,39 +361,34 @@ def _key_text(kind: str, namespace: str | None, name: str, container: str | None
     return text + (f" container {container}" if container else "")
 
 
-def announce_transitions(rt: Runtime, state: PolicyState, current: Iterable[Violation] | None, now: float,
+def announce_transitions(rt: Runtime, state: PolicyState, prior: Iterable[Violation] | None, now: float,
                          view: ClusterView, backlog: bool = False) -> None:
     """Events for violations that started or ended since the last pass (``backlog``: the first
     pass of a policy, whose Events go after the news of later passes).
 
-    ``current``: every violation now, compared with every one before; None: only the buckets
-    the engine's last refresh changed are compared (a pass then costs what changed)."""
+    ``prior``: every violation before this pass, compared with every one now; None: only the
+    buckets the engine's last refresh changed are compared (a pass then costs what changed)."""
     sink = rt.sink
-    if current is None:
-        assert state.engine is not None
-        now_in_changed, gone = state.engine.transitions()
-        started = [v for k, v in now_in_changed.items() if k not in state.active]
-        ended = [state.messages.get(k, v) for k, v in gone.items()]
-        for k in gone:
-            state.messages.pop(k, None)
-        state.messages.update(now_in_changed)
+    assert state.engine is not None
+    if prior is None:
+        started, ended = state.engine.changes()
     else:
-        current_by_key = {v.key: v for v in current}
-        started = [v for k, v in current_by_key.items() if k not in state.active]
-        ended = [v for k, v in state.messages.items() if k not in current_by_key]
-        state.messages = current_by_key
+        before = {v.key: v for v in prior}
+        current = {v.key: v for v in state.engine.violations()}
+        started = [v for k, v in current.items() if k not in before]
+        ended = [v for k, v in before.items() if k not in current]
     for v in started:
-        state.active[v.key] = now
+        rt.first_seen.add(v.key, now)
         if sink is not None:
             identity = "\0".join(v.key)
             sink.announce(_target_of(v), identity, v.rule, v.message, started=True, backlog=backlog)
             sink.announce(_policy_target(state), identity, v.rule, f"{_object_text(v)}: {v.message}",
                           started=True, backlog=backlog)
     for v in ended:
-        state.active.pop(v.key, None)
-        if sink is None or v.rule == SILENT_OOM:
+        rt.first_seen.remove(v.key)
+        reason = ruletable.BY_NAME[v.rule].resolved_reason
+        if sink is None or reason is None:
             continue  # an OOM kill does not "end": it ages out of the lookback
-        reason = f"{v.rule}Resolved"
         text = f"{_object_text(v)} no longer violates {v.rule}"
         identity = "\0".join(v.key)
         exists = view.node(v.name) is not None if v.kind == "Node" else rt.pod_exists(v.uid)
@@ -380,6 +421,13 @@ async def resolve_orphans(rt: Runtime, retry_seconds: float = 2.0) -> int:
         return 0  # not every policy evaluated yet: next pass
     valid = [s for s in rt.policies.values() if s.engine is not None]
     all_valid = len(valid) == len(rt.policies)
+    keys: dict[str, set[tuple]] = {}
+
+    def holds(state: PolicyState, key: tuple) -> bool:
+        if state.uid not in keys:
+            keys[state.uid] = {v.key for v in held(state)}
+        return key in keys[state.uid]
+
     view = rt.view()
     resolved = 0
     for (ns, name), o in list(sink.open.items()):
@@ -388,11 +436,11 @@ async def resolve_orphans(rt: Runtime, retry_seconds: float = 2.0) -> int:
         rule, kind, namespace, obj, container, _ = o.key
         if o.target.kind == P.KIND:
             state = by_uid.get(o.target.uid)
-            if state is None or state.engine is None or o.key in state.active:
+            if state is None or state.engine is None or holds(state, o.key):
                 continue
         else:
             exists = view.node(o.target.name) is not None if o.target.kind == "Node" else rt.pod_exists(o.target.uid)
-            if not all_valid or not exists or any(o.key in s.active for s in valid):
+            if not all_valid or not exists or o.key in rt.first_seen:
                 continue
         text = f"{_key_text(kind, namespace or None, obj, container or None)} no longer violates {rule}"
         if sink.announce_named(o.target, name, o.end_name, f"{rule}Resolved", text, started=False,
@@ -431,8 +479,8 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) 
 
 
 FIRST_PASS_BUDGET_SECONDS = 0.5
-"""A pass evaluates new policies (a first pass reads the whole cluster) for at most this long, at
-least one of them; the rest wait for the next passes, so that news from the cluster is never
+"""A pass evaluates new policies (a first pass reads the whole cluster) for about this long (at
+least one of them), after the policies already evaluated; the rest wait for the next passes, so that news from the cluster is never
 held up behind hundreds of policies created at once."""
 
 STATUS_WRITERS = 8
@@ -443,7 +491,8 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
     view = rt.view()
     shared = rt.shared
     shared.new_pass()
-    started_pass = time.perf_counter()
+    new_since: float | None = None
+    """When this pass began the first passes of new policies."""
     # the policies already evaluated first (what changed, for each: the news), then new ones
     states = sorted(rt.policies.values(), key=lambda s: not s.evaluated)
     writes: list[tuple[PolicyState, dict[str, Any]]] = []
@@ -454,13 +503,17 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
             writes.append((state, status))
             continue
         first_pass = not state.evaluated
-        if first_pass and time.perf_counter() - started_pass > FIRST_PASS_BUDGET_SECONDS:
-            deferred = True
-            continue
+        if first_pass:
+            if new_since is None:
+                new_since = time.perf_counter()
+            elif time.perf_counter() - new_since > FIRST_PASS_BUDGET_SECONDS:
+                deferred = True
+                continue
         started = time.perf_counter()
         whole = first_pass or dirty is None  # compare everything; else only what changed
+        prior = (state.previous or []) if first_pass else list(state.engine.violations()) if whole else None
         unparsed = state.engine.refresh(view, None if whole else dirty, now, shared)
-        state.evaluated = True
+        state.evaluated, state.previous = True, None
         metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
         for ev in unparsed:
             metrics.UNPARSED_OOM_EVENTS.inc()
@@ -472,13 +525,12 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
                 what = (f"{sk.event.reason} event {sk.event.namespace}/{sk.event.name or sk.event.uid}"
                         if sk.event is not None else "OOM incidents")
                 log.warning("%s on node %s: %s (%s; MemoryPolicy %s)", what, sk.node, sk.detail, sk.cause, state.name)
-        announce_transitions(rt, state, list(state.engine.violations()) if whole else None, now, view,
-                             backlog=first_pass)
+        announce_transitions(rt, state, prior, now, view, backlog=first_pass)
 
         def first_seen(v: Violation, state: PolicyState = state) -> str | None:
             skey = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
             seeded = state.seeded_first_seen.get(skey)
-            t = state.active.get(v.key)
+            t = rt.first_seen.get(v.key)
             return seeded or (iso(t) if t is not None else None)
 
         status = build_status(state.engine, state.generation, first_seen, state.last_status,
@@ -488,7 +540,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
             status["conditions"].append(condition("Enforcing", *enforcing[1], enforcing[0], state.last_status, now))
         _export_metrics(state, whole)
         if rt.reports is not None:
-            rt.reports.observe(state.name, state.engine, whole, lambda v, a=state.active: a.get(v.key))
+            rt.reports.observe(state.name, state.engine, whole, lambda v: rt.first_seen.get(v.key))
         writes.append((state, status))
     shared.retain({s.engine.keys.oom for s in rt.policies.values() if s.engine is not None})
     if deferred:
