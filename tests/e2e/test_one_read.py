@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from tests.e2e.conftest import wait_for
-from tests.e2e.sim.kube import iso
+from devcluster.sim.kube import iso
 from tests.e2e.test_crd_and_audit import policy_yaml
 from tests.e2e.test_operator import killed_line, new_scenario, scoped_spec, violation_keys
 

@@ -102,13 +102,17 @@ class Shared:
 
     def new_pass(self) -> None:
         self._pods: dict[str, list[PodInfo]] = {}
-        self._by_namespace: dict[tuple[str, str], dict[str, tuple[list[PodInfo], list[Violation]]]] = {}
-        self._pod_violations: dict[tuple[str, str], dict[str, tuple[Violation, ...]]] = {}
+        self._by_namespace: dict[tuple[str, str], dict[str, tuple[list[tuple[PodInfo, tuple[Violation, ...]]],
+                                                                 list[Violation]]]] = {}
         self._nodes: dict[tuple[str, str], tuple[NodeReport, list[Violation]]] = {}
         self._oom: dict[tuple[str, str], tuple[list[OOMIncident], list[OOMEventInfo], list[Skipped]]] = {}
         self._silent: dict[OOMIncident, Violation] = {}
         self._namespace_selected: dict[tuple[str, str], bool] = {}
         self._node_selected: dict[tuple[str, str], bool] = {}
+
+    def end_pass(self) -> None:
+        """The pass is over: what it computed is of no more use (and held memory)."""
+        self.new_pass()
 
     def retain(self, oom_keys: Collection[str]) -> None:
         """Forget the incidents of OOM settings no policy has any more."""
@@ -121,25 +125,20 @@ class Shared:
             pods = self._pods[bucket] = list(view.pods_on(bucket))
         return pods
 
-    def pod_groups(self, bucket: str, key: str, spec: MemoryPolicySpec,
-                   view: ClusterView) -> dict[str, tuple[list[PodInfo], list[Violation]]]:
-        """The bucket's pods by namespace, each group with its pods' violations (evaluate_pod)."""
+    def pod_groups(self, bucket: str, key: str, spec: MemoryPolicySpec, view: ClusterView
+                   ) -> dict[str, tuple[list[tuple[PodInfo, tuple[Violation, ...]]], list[Violation]]]:
+        """The bucket's pods by namespace: each group's (pod, its violations) and all of its
+        violations (evaluate_pod)."""
         groups = self._by_namespace.get((bucket, key))
         if groups is None:
             groups = {}
-            per_pod: dict[str, tuple[Violation, ...]] = {}
             for pod in self.pods(bucket, view):
                 found = tuple(evaluate_pod(spec, pod))
-                per_pod[pod.uid] = found
-                pods, violations = groups.setdefault(pod.namespace, ([], []))
-                pods.append(pod)
+                pairs, violations = groups.setdefault(pod.namespace, ([], []))
+                pairs.append((pod, found))
                 violations.extend(found)
             self._by_namespace[(bucket, key)] = groups
-            self._pod_violations[(bucket, key)] = per_pod
         return groups
-
-    def pod_violations(self, bucket: str, key: str, pod: PodInfo) -> tuple[Violation, ...]:
-        return self._pod_violations[(bucket, key)][pod.uid]
 
     def node(self, bucket: str, key: str, spec: MemoryPolicySpec, node: NodeInfo,
              view: ClusterView) -> tuple[NodeReport, list[Violation]]:
@@ -211,17 +210,17 @@ def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: f
         violations.extend(node_violations)
     evaluated = 0
     groups = shared.pod_groups(name, keys.pods, spec, view)
-    for namespace, (pods, found) in groups.items():
+    for namespace, (pairs, found) in groups.items():
         if not shared.namespace_selected(keys.namespace_selector, spec, namespace, view.namespaces):
             continue
         if spec.pod_selector is None:
-            evaluated += len(pods)
+            evaluated += len(pairs)
             violations.extend(found)
             continue
-        for pod in pods:
+        for pod, of_pod in pairs:
             if matches(spec.pod_selector, dict(pod.labels)):
                 evaluated += 1
-                violations.extend(shared.pod_violations(name, keys.pods, pod))
+                violations.extend(of_pod)
     events = list(view.events_on(name)) if name != UNSCHEDULED else []
     incidents: list[OOMIncident] = []
     unparsed: list[OOMEventInfo] = []
@@ -320,6 +319,8 @@ class PolicyEngine:
                 self._count(before, -1)
                 self._count(result, +1)
         self._update_worst()
+        if shared is self._own:
+            shared.end_pass()
         return unparsed
 
     def _count(self, r: BucketResult | None, sign: int) -> None:

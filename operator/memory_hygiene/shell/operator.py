@@ -542,6 +542,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
         if rt.reports is not None:
             rt.reports.observe(state.name, state.engine, whole, lambda v: rt.first_seen.get(v.key))
         writes.append((state, status))
+    shared.end_pass()
     shared.retain({s.engine.keys.oom for s in rt.policies.values() if s.engine is not None})
     if deferred:
         rt.changed.set()  # the next pass takes the next new policies
