@@ -83,6 +83,8 @@ class PolicyState:
     write_due: bool = False
     """A newer status waits for the end of the interval (a pass is scheduled for then)."""
     exported_nodes: set[str] = field(default_factory=set)
+    gauges: dict[tuple, float] = field(default_factory=dict)
+    """(gauge, label values) -> the value last exported for this policy."""
     evaluated: bool = False
     """Its first pass is done: the engine holds every violation now."""
     seen_at: float = field(default_factory=time.monotonic)
@@ -107,7 +109,7 @@ class FirstSeen:
     def add(self, key: tuple, now: float) -> None:
         entry = self._seen.get(key)
         if entry is None:
-            self._seen[key] = [now, 1]
+            self._seen[key] = [now, 1, None]
         else:
             entry[1] += 1
 
@@ -121,6 +123,15 @@ class FirstSeen:
     def get(self, key: tuple) -> float | None:
         entry = self._seen.get(key)
         return entry[0] if entry is not None else None
+
+    def text(self, key: tuple) -> str | None:
+        """``get`` as RFC 3339 (made once: every pass's status shows it)."""
+        entry = self._seen.get(key)
+        if entry is None:
+            return None
+        if entry[2] is None:
+            entry[2] = iso(entry[0])
+        return entry[2]
 
     def __contains__(self, key: tuple) -> bool:
         return key in self._seen
@@ -377,13 +388,21 @@ def announce_transitions(rt: Runtime, state: PolicyState, prior: Iterable[Violat
         current = {v.key: v for v in state.engine.violations()}
         started = [v for k, v in current.items() if k not in before]
         ended = [v for k, v in before.items() if k not in current]
+    policy_target = _policy_target(state)
+    over_limit = 0
     for v in started:
         rt.first_seen.add(v.key, now)
         if sink is not None:
             identity = "\0".join(v.key)
             sink.announce(_target_of(v), identity, v.rule, v.message, started=True, backlog=backlog)
-            sink.announce(_policy_target(state), identity, v.rule, f"{_object_text(v)}: {v.message}",
-                          started=True, backlog=backlog)
+            if over_limit:  # (a first pass's thousands, past the policy's burst: told in one count)
+                over_limit += 1
+            elif not sink.announce(policy_target, identity, v.rule, f"{_object_text(v)}: {v.message}",
+                                   started=True, backlog=backlog) \
+                    and backlog and not sink.buckets.available(state.uid, sink.clock()):
+                over_limit = 1
+    if over_limit > 1:
+        metrics.EVENTS_DROPPED.labels(cause="object_rate_limit").inc(over_limit - 1)
     for v in ended:
         rt.first_seen.remove(v.key)
         reason = ruletable.BY_NAME[v.rule].resolved_reason
@@ -515,6 +534,9 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
         unparsed = state.engine.refresh(view, None if whole else dirty, now, shared)
         state.evaluated, state.previous = True, None
         metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
+        if not whole and not state.engine.changed and not unparsed and not state.engine.skipped \
+                and not state.needs_write and not state.write_due:
+            continue  # none of its buckets changed: nor did its Events, gauges or status
         for ev in unparsed:
             metrics.UNPARSED_OOM_EVENTS.inc()
             log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
@@ -530,8 +552,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
         def first_seen(v: Violation, state: PolicyState = state) -> str | None:
             skey = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
             seeded = state.seeded_first_seen.get(skey)
-            t = rt.first_seen.get(v.key)
-            return seeded or (iso(t) if t is not None else None)
+            return seeded or rt.first_seen.text(v.key)
 
         status = build_status(state.engine, state.generation, first_seen, state.last_status,
                               rt.options.max_status_violations, now)
@@ -559,8 +580,16 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
     """The policy's gauges; ``whole``: every node's, else only those of the buckets that changed."""
     assert state.engine is not None
     engine = state.engine
+    last = state.gauges
+
+    def put(gauge: Any, labels: tuple[str, ...], value: float) -> None:
+        # labels() takes a lock and builds a child each time: only for a value that changed
+        if last.get((gauge, labels)) != value:
+            gauge.labels(*labels).set(value)
+            last[(gauge, labels)] = value
+
     for rule in ruletable.TABLE:
-        metrics.VIOLATIONS.labels(policy=state.name, rule=rule.metric_label).set(engine.count(rule.name))
+        put(metrics.VIOLATIONS, (state.name, rule.metric_label), engine.count(rule.name))
     if whole:
         reports = [r.node for r in engine.results.values() if r.node is not None]
         gone = set(state.exported_nodes)
@@ -569,11 +598,12 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
         gone = {b.node.name for b, _ in engine.changed.values() if b is not None and b.node is not None}
     for n in reports:
         if n.limits_percent is not None:
-            metrics.NODE_LIMITS_RATIO.labels(policy=state.name, node=n.name).set(n.limits_percent / 100.0)
+            put(metrics.NODE_LIMITS_RATIO, (state.name, n.name), n.limits_percent / 100.0)
             state.exported_nodes.add(n.name)
             gone.discard(n.name)
     for name in gone & state.exported_nodes:
         state.exported_nodes.discard(name)
+        last.pop((metrics.NODE_LIMITS_RATIO, (state.name, name)), None)
         try:
             metrics.NODE_LIMITS_RATIO.remove(state.name, name)
         except KeyError:
@@ -584,7 +614,7 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
         for k in r.oom_kills:
             counts[(k.attribution, str(k.silent).lower())] += 1
     for (attribution, silent), n in counts.items():
-        metrics.OOM_KILLS.labels(policy=state.name, attribution=attribution, silent=silent).set(n)
+        put(metrics.OOM_KILLS, (state.name, attribution, silent), n)
 
 
 async def reconcile_loop(rt: Runtime) -> None:

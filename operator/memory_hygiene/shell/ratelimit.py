@@ -41,6 +41,11 @@ class TokenBuckets:
             return True
         return False
 
+    def available(self, key: str, now: float) -> bool:
+        """Whether ``allow`` would say yes now (nothing taken)."""
+        b = self._buckets.get(key)
+        return b is None or min(float(self.burst), b.tokens + (now - b.stamp) * self.rate) >= 1.0
+
     def refund(self, key: str) -> None:
         """Give back a token taken for nothing (the Event already existed)."""
         b = self._buckets.get(key)
