@@ -181,6 +181,14 @@ OOM_EVENT = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "nam
         ("kind: Pod\nitems: [{kind: Pod, metadata: {name: a, namespace: d, uid: u}}]\n", "items outside a List"),
         ("kind: Pod\nmetadata: !!python/object:os.system {name: x}\n", "not accepted"),
         ("apiVersion: v1\nkind: Event\nmetadata: &m {name: e, namespace: default}\nreason: OOMKilling\n", "anchors"),
+        # a JSON dump (read by the JSON fast path): the same one line
+        ('{"kind": "List", "items": [' + json.dumps(OOM_EVENT) + ", " + "[" * 100_000 + "]" * 100_000 + "]}",
+         "items[1]: nesting deeper than 200"),
+        ('{"kind": "List", "items": [' + json.dumps({**OOM_EVENT, "count": 0}).replace('"count": 0', '"count": ' + "9" * 5000) + "]}",
+         "items[0]: not a usable number"),
+        ('{"kind": "List", "items": [' + json.dumps(OOM_EVENT) + ', {"kind": "Pod"]}', "items[1]: not valid JSON at line 1"),
+        ('{"kind": "List", "items": [' + json.dumps({**OOM_EVENT, "message": 5}) + "]}",
+         "items[0] Event default/e: message: expected a string, got int"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_file_and_problem(capsys, tmp_path, content, problem):

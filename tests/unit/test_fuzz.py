@@ -198,6 +198,23 @@ def test_loader_on_mutated_examples_gives_a_report_or_a_clear_error(text):
     _load(text)
 
 
+EXAMPLE_JSON = [json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+    d for d in yaml.safe_load_all(t) if d is not None]}, indent=2, default=str) for t in EXAMPLE_TEXTS]
+"""The examples as `kubectl get -o json` dumps: what the JSON fast path reads."""
+
+
+@HEAVY
+@given(st.sampled_from(EXAMPLE_JSON), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 60),
+                                                          st.sampled_from([*NASTY, "[", "]", "{", "}", ",", ":", '"',
+                                                                           "\\ud800", "NaN", "1e400", "null"])),
+                                                min_size=1, max_size=4))
+def test_loader_on_mutated_json_dumps_gives_a_report_or_a_clear_error(text, cuts):
+    for at, length, insert in cuts:
+        at %= len(text) + 1
+        text = text[:at] + insert + text[at + length:]
+    _load(text)
+
+
 @FUZZ
 @given(st.text(max_size=300))
 def test_loader_on_any_text(text):
