@@ -219,7 +219,7 @@ def test_policies_sharing_one_pass_equal_each_policy_alone(seed):
                 dirty.add(n)
         now += rnd.choice([1, 5, 60])
         view = snapshot_view(nodes.values(), pods.values(), events.values(), namespaces)
-        shared.new_pass()
+        shared.new_pass(dirty if step else None)
         for a, b in zip(together, alone):
             a.refresh(view, dirty if step else None, now, shared)
             b.refresh(view, dirty if step else None, now)
@@ -228,6 +228,7 @@ def test_policies_sharing_one_pass_equal_each_policy_alone(seed):
             assert [(v.key, v.message) for v in a.worst(20)] == [(v.key, v.message) for v in b.worst(20)], step
             assert a.oom_kills() == b.oom_kills(), (step, a.name)
             assert a.transitions() == b.transitions(), (step, a.name)
+        shared.end_pass()
         shared.retain({e.keys.oom for e in together})
         seen["violations"] += sum(e.summary()["violations"] for e in together)
         seen["oom"] += sum(e.summary()["oomKills"] for e in together)
@@ -246,7 +247,6 @@ def test_a_pod_is_read_once_per_pass_for_every_policy_with_its_settings(monkeypa
     pods = [pod(f"p{i}", {"c": {}}, uid=f"u{i}") for i in range(10)]
     view = snapshot_view([node("n1")], pods, [])
     shared = Shared()
-    shared.new_pass()
     engines = [PolicyEngine(f"p{i}", parse_spec({"rules": {"overcommit": {"maxLimitsPercent": 100 + i}}}))
                for i in range(30)]
     for e in engines:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from . import ruletable
@@ -90,46 +91,61 @@ class PolicyKeys:
 
 
 class Shared:
-    """The evaluations every policy of one pass shares: reading a pod or a node, and parsing and
-    attributing the OOM kills of a node, are done once per bucket for each distinct setting
-    (``PolicyKeys``), not once per policy; a policy then only selects. ``new_pass`` forgets what
-    the last pass computed (the cluster has changed since). Kept across passes: each bucket's
-    last OOM incidents, for each OOM setting (who a kill was attributed to outlives the pod)."""
+    """The evaluations every policy shares: reading a pod or a node, and parsing and attributing
+    the OOM kills of a node, are done once per bucket for each distinct setting (``PolicyKeys``),
+    not once per policy; a policy then only selects. What is read from a bucket's pods and node
+    is kept until the bucket changes (``new_pass`` is told which did), so a policy evaluated in a
+    later pass gets the same objects; the OOM evaluation (which depends on the time) lasts one
+    pass. Kept across passes too: each bucket's last OOM incidents, for each OOM setting (who a
+    kill was attributed to outlives the pod)."""
 
     def __init__(self) -> None:
         self.incidents: dict[tuple[str, str], tuple[OOMIncident, ...]] = {}
-        self.new_pass()
+        self._memo: dict[str, dict[Any, Any]] = {}
+        """bucket -> its pods ("pods"), and for each key ("groups"/"node"/"node selected", key)."""
+        self._namespace_selected: dict[tuple[str, str], bool] = {}
+        self.new_pass(None)
 
-    def new_pass(self) -> None:
-        self._pods: dict[str, list[PodInfo]] = {}
-        self._by_namespace: dict[tuple[str, str], dict[str, tuple[list[tuple[PodInfo, tuple[Violation, ...]]],
-                                                                 list[Violation]]]] = {}
-        self._nodes: dict[tuple[str, str], tuple[NodeReport, list[Violation]]] = {}
+    def new_pass(self, dirty: Collection[str] | None) -> None:
+        """A pass begins: forget what was read from the ``dirty`` buckets (all: None; also when the
+        namespaces changed, as the operator passes then)."""
+        if dirty is None:
+            self._memo = {}
+            self._namespace_selected = {}
+        else:
+            for b in dirty:
+                self._memo.pop(b, None)
         self._oom: dict[tuple[str, str], tuple[list[OOMIncident], list[OOMEventInfo], list[Skipped]]] = {}
         self._silent: dict[OOMIncident, Violation] = {}
-        self._namespace_selected: dict[tuple[str, str], bool] = {}
-        self._node_selected: dict[tuple[str, str], bool] = {}
 
     def end_pass(self) -> None:
-        """The pass is over: what it computed is of no more use (and held memory)."""
-        self.new_pass()
+        """The pass is over: what lasts a pass goes (and the memory it held)."""
+        self._oom, self._silent = {}, {}
 
     def retain(self, oom_keys: Collection[str]) -> None:
         """Forget the incidents of OOM settings no policy has any more."""
         for k in [k for k in self.incidents if k[1] not in oom_keys]:
             del self.incidents[k]
 
+    def _of(self, bucket: str) -> dict[Any, Any]:
+        memo = self._memo.get(bucket)
+        if memo is None:
+            memo = self._memo[bucket] = {}
+        return memo
+
     def pods(self, bucket: str, view: ClusterView) -> list[PodInfo]:
-        pods = self._pods.get(bucket)
+        memo = self._of(bucket)
+        pods = memo.get("pods")
         if pods is None:
-            pods = self._pods[bucket] = list(view.pods_on(bucket))
+            pods = memo["pods"] = list(view.pods_on(bucket))
         return pods
 
     def pod_groups(self, bucket: str, key: str, spec: MemoryPolicySpec, view: ClusterView
                    ) -> dict[str, tuple[list[tuple[PodInfo, tuple[Violation, ...]]], list[Violation]]]:
         """The bucket's pods by namespace: each group's (pod, its violations) and all of its
         violations (evaluate_pod)."""
-        groups = self._by_namespace.get((bucket, key))
+        memo = self._of(bucket)
+        groups = memo.get(("groups", key))
         if groups is None:
             groups = {}
             for pod in self.pods(bucket, view):
@@ -137,14 +153,15 @@ class Shared:
                 pairs, violations = groups.setdefault(pod.namespace, ([], []))
                 pairs.append((pod, found))
                 violations.extend(found)
-            self._by_namespace[(bucket, key)] = groups
+            memo[("groups", key)] = groups
         return groups
 
     def node(self, bucket: str, key: str, spec: MemoryPolicySpec, node: NodeInfo,
              view: ClusterView) -> tuple[NodeReport, list[Violation]]:
-        found = self._nodes.get((bucket, key))
+        memo = self._of(bucket)
+        found = memo.get(("node", key))
         if found is None:
-            found = self._nodes[(bucket, key)] = evaluate_node(spec, node, self.pods(bucket, view))
+            found = memo[("node", key)] = evaluate_node(spec, node, self.pods(bucket, view))
         return found
 
     def namespace_selected(self, key: str, spec: MemoryPolicySpec, namespace: str,
@@ -156,9 +173,10 @@ class Shared:
         return found
 
     def node_selected(self, key: str, spec: MemoryPolicySpec, bucket: str, node: NodeInfo) -> bool:
-        found = self._node_selected.get((key, bucket))
+        memo = self._of(bucket)
+        found = memo.get(("node selected", key))
         if found is None:
-            found = self._node_selected[(key, bucket)] = node_selected(spec, node)
+            found = memo[("node selected", key)] = node_selected(spec, node)
         return found
 
     def oom(self, bucket: str, key: str, spec: MemoryPolicySpec, node: NodeInfo | None,
@@ -287,12 +305,13 @@ class PolicyEngine:
     def refresh(self, view: ClusterView, dirty: Iterable[str] | None, now: float,
                 shared: Shared | None = None) -> list[OOMEventInfo]:
         """Evaluate the dirty buckets again (all of them when ``dirty`` is None), and those whose
-        OOM events have aged out since. ``shared``: the pass's evaluations shared with other
-        policies (the caller calls its ``new_pass`` before each pass); None: this engine's own.
+        OOM events have aged out since. ``shared``: the evaluations shared with other policies
+        (the caller calls its ``new_pass`` with what changed before each pass, ``end_pass``
+        after); None: this engine's own.
         Returns OOM events newly found unparseable."""
         if shared is None:
             shared = self._own
-            shared.new_pass()
+            shared.new_pass(None)
         if dirty is None:
             names = set(view.buckets()) | set(self.results)
         else:
@@ -320,7 +339,7 @@ class PolicyEngine:
                 self._count(result, +1)
         self._update_worst()
         if shared is self._own:
-            shared.end_pass()
+            shared.new_pass(None)  # nothing of it is kept between refreshes but the incidents
         return unparsed
 
     def _count(self, r: BucketResult | None, sign: int) -> None:

@@ -509,7 +509,7 @@ STATUS_WRITERS = 8
 async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> None:
     view = rt.view()
     shared = rt.shared
-    shared.new_pass()
+    shared.new_pass(dirty)
     new_since: float | None = None
     """When this pass began the first passes of new policies."""
     # the policies already evaluated first (what changed, for each: the news), then new ones
