@@ -152,6 +152,9 @@ class Runtime:
         self.full = True
         self.policies: dict[str, PolicyState] = {}
         self.shared = Shared()
+        self.pending_status: dict[str, tuple[PolicyState, dict[str, Any]]] = {}
+        """Policy name -> the newest status a pass built, for ``status_writer``."""
+        self.status_wakeup = asyncio.Event()
         self.first_seen = FirstSeen()
         self.resync_differed: dict[str, tuple[str, int]] = {}
         """What the last list of MemoryPolicies showed that the watch had not told (resync_policies)."""
@@ -503,7 +506,7 @@ least one of them), after the policies already evaluated; the rest wait for the 
 held up behind hundreds of policies created at once."""
 
 STATUS_WRITERS = 8
-"""Status writes of one pass in flight at once."""
+"""Status writes in flight at once (``status_writer``)."""
 
 
 async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> None:
@@ -567,13 +570,39 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
     shared.retain({s.engine.keys.oom for s in rt.policies.values() if s.engine is not None})
     if deferred:
         rt.changed.set()  # the next pass takes the next new policies
+    for state, status in writes:  # written by status_writer, while the next passes go on
+        rt.pending_status[state.name] = (state, status)
+    if writes:
+        rt.status_wakeup.set()
+
+
+async def status_writer(rt: Runtime) -> None:
+    """Writes the newest status of each policy a pass built (``write_status``: paced per policy),
+    ``STATUS_WRITERS`` at a time, one at a time per policy. Apart from the passes, so that 300
+    status writes do not hold up the next pass and the news it brings."""
     writers = asyncio.Semaphore(STATUS_WRITERS)
+    busy: set[str] = set()
+    tasks: set[asyncio.Task[None]] = set()
 
     async def write(state: PolicyState, status: dict[str, Any]) -> None:
-        async with writers:
-            await write_status(rt, state, status)
+        try:
+            async with writers:
+                if rt.policies.get(state.name) is state:  # not deleted or changed meanwhile
+                    await write_status(rt, state, status)
+        finally:
+            busy.discard(state.name)
+            if state.name in rt.pending_status:
+                rt.status_wakeup.set()
 
-    await asyncio.gather(*(write(s, st) for s, st in writes))
+    while True:
+        await rt.status_wakeup.wait()
+        rt.status_wakeup.clear()
+        for name in [n for n in rt.pending_status if n not in busy]:
+            state, status = rt.pending_status.pop(name)
+            busy.add(name)
+            task = asyncio.create_task(write(state, status))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
 
 def _export_metrics(state: PolicyState, whole: bool = True) -> None:
@@ -761,6 +790,7 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
         logger.info("found %d PolicyReports written by earlier runs", await rt.reports.preload())
         rt.tasks.append(asyncio.create_task(rt.reports.run(), name="memory-hygiene policy reports"))
     rt.tasks.append(asyncio.create_task(reconcile_loop(rt), name="memory-hygiene reconcile"))
+    rt.tasks.append(asyncio.create_task(status_writer(rt), name="memory-hygiene status"))
     rt.tasks.append(asyncio.create_task(loop_lag_probe(), name="memory-hygiene loop lag"))
     rt.tasks.append(asyncio.create_task(admission_loop(rt), name="memory-hygiene admission"))
 
