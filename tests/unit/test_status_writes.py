@@ -37,7 +37,7 @@ def test_writes_are_paced_and_the_newest_goes_out_when_the_interval_ends():
     asyncio.run(go())
 
 
-def test_the_writer_writes_the_newest_status_of_each_policy_apart_from_the_passes():
+def test_the_writer_builds_and_writes_when_due_apart_from_the_passes(monkeypatch):
     class Slow(FakeSession):
         async def patch_json(self, path, body):
             await asyncio.sleep(0.05)
@@ -46,27 +46,32 @@ def test_the_writer_writes_the_newest_status_of_each_policy_apart_from_the_passe
 
     async def go():
         rt = op.Runtime()
-        rt.options.status_interval = 0  # (pacing: the test above)
+        rt.options.status_interval = 0.3
         rt.session = Slow()
+        version = {"p": 1, "q": 1, "gone": 1}
+        monkeypatch.setattr(op, "policy_status", lambda rt, state, now: {"n": version[state.name]})
         writer = asyncio.create_task(op.status_writer(rt))
         states = {n: op.PolicyState(name=n, uid=n, generation=1, engine=None) for n in ("p", "q", "gone")}
         rt.policies.update(states)
-        for n, v in (("p", 1), ("q", 1), ("gone", 1)):
-            rt.pending_status[n] = (states[n], {"n": v})
+        rt.pending_status.update(states)
         del rt.policies["gone"]  # deleted before its write
         rt.status_wakeup.set()
-        await asyncio.sleep(0.01)
-        rt.pending_status["p"] = (states["p"], {"n": 2})  # a newer one while p's first is in flight
+        loop = asyncio.get_running_loop()
+
+        async def until(check, seconds=5.0):
+            deadline = loop.time() + seconds
+            while not check() and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            return check()
+
+        assert await until(lambda: len(rt.session.writes) == 2)
+        started = loop.time()
+        version["p"] = 2  # changed by a pass within p's interval: written when it ends
+        rt.pending_status["p"] = states["p"]
         rt.status_wakeup.set()
-
-        def done():
-            return len(rt.session.writes) >= 3 and not rt.pending_status
-
-        deadline = asyncio.get_running_loop().time() + 5
-        while not done() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        assert await until(lambda: len(rt.session.writes) == 3)
+        assert loop.time() - started >= 0.2, "paced: not before the interval ends"
         writer.cancel()
         assert sorted(rt.session.writes) == [("p", 1), ("p", 2), ("q", 1)]
-        assert rt.session.writes.index(("p", 1)) < rt.session.writes.index(("p", 2))
 
     asyncio.run(go())

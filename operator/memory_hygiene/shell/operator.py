@@ -152,8 +152,8 @@ class Runtime:
         self.full = True
         self.policies: dict[str, PolicyState] = {}
         self.shared = Shared()
-        self.pending_status: dict[str, tuple[PolicyState, dict[str, Any]]] = {}
-        """Policy name -> the newest status a pass built, for ``status_writer``."""
+        self.pending_status: dict[str, PolicyState] = {}
+        """Policies whose status may have changed, for ``status_writer``."""
         self.status_wakeup = asyncio.Event()
         self.first_seen = FirstSeen()
         self.resync_differed: dict[str, tuple[str, int]] = {}
@@ -517,12 +517,11 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
     """When this pass began the first passes of new policies."""
     # the policies already evaluated first (what changed, for each: the news), then new ones
     states = sorted(rt.policies.values(), key=lambda s: not s.evaluated)
-    writes: list[tuple[PolicyState, dict[str, Any]]] = []
+    writes: list[PolicyState] = []
     deferred = False
     for state in states:
         if state.engine is None:
-            status = invalid_status(state.error or "invalid spec", state.generation, state.last_status, now)
-            writes.append((state, status))
+            writes.append(state)
             continue
         first_pass = not state.evaluated
         if first_pass:
@@ -551,38 +550,46 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> Non
                         if sk.event is not None else "OOM incidents")
                 log.warning("%s on node %s: %s (%s; MemoryPolicy %s)", what, sk.node, sk.detail, sk.cause, state.name)
         announce_transitions(rt, state, prior, now, view, backlog=first_pass)
-
-        def first_seen(v: Violation, state: PolicyState = state) -> str | None:
-            skey = status_key(v.rule, v.kind, v.namespace, v.name, v.container)
-            seeded = state.seeded_first_seen.get(skey)
-            return seeded or rt.first_seen.text(v.key)
-
-        status = build_status(state.engine, state.generation, first_seen, state.last_status,
-                              rt.options.max_status_violations, now)
-        enforcing = rt.enforcing.get(state.name)
-        if enforcing is not None:
-            status["conditions"].append(condition("Enforcing", *enforcing[1], enforcing[0], state.last_status, now))
         _export_metrics(state, whole)
         if rt.reports is not None:
             rt.reports.observe(state.name, state.engine, whole, lambda v: rt.first_seen.get(v.key))
-        writes.append((state, status))
+        writes.append(state)
     shared.end_pass()
     shared.retain({s.engine.keys.oom for s in rt.policies.values() if s.engine is not None})
     if deferred:
         rt.changed.set()  # the next pass takes the next new policies
-    for state, status in writes:  # written by status_writer, while the next passes go on
-        rt.pending_status[state.name] = (state, status)
+    for state in writes:  # their status is built and written by status_writer, when due
+        rt.pending_status[state.name] = state
     if writes:
         rt.status_wakeup.set()
 
 
+def policy_status(rt: Runtime, state: PolicyState, now: float) -> dict[str, Any]:
+    """The status of one policy now, from its engine (or its error)."""
+    if state.engine is None:
+        return invalid_status(state.error or "invalid spec", state.generation, state.last_status, now)
+
+    def first_seen(v: Violation) -> str | None:
+        seeded = state.seeded_first_seen.get(status_key(v.rule, v.kind, v.namespace, v.name, v.container))
+        return seeded or rt.first_seen.text(v.key)
+
+    status = build_status(state.engine, state.generation, first_seen, state.last_status,
+                          rt.options.max_status_violations, now)
+    enforcing = rt.enforcing.get(state.name)
+    if enforcing is not None:
+        status["conditions"].append(condition("Enforcing", *enforcing[1], enforcing[0], state.last_status, now))
+    return status
+
+
 async def status_writer(rt: Runtime) -> None:
-    """Writes the newest status of each policy a pass built (``write_status``: paced per policy),
-    ``STATUS_WRITERS`` at a time, one at a time per policy. Apart from the passes, so that 300
-    status writes do not hold up the next pass and the news it brings."""
+    """Builds and writes the status of the policies the passes changed, when each one's is due
+    (at most one write per policy every ``--status-interval``; the first, and a new generation's,
+    at once), ``STATUS_WRITERS`` at a time. Apart from the passes: 300 policies' statuses, built
+    and written every pass, held up the next pass and the news it brings."""
     writers = asyncio.Semaphore(STATUS_WRITERS)
     busy: set[str] = set()
     tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
 
     async def write(state: PolicyState, status: dict[str, Any]) -> None:
         try:
@@ -597,12 +604,25 @@ async def status_writer(rt: Runtime) -> None:
     while True:
         await rt.status_wakeup.wait()
         rt.status_wakeup.clear()
-        for name in [n for n in rt.pending_status if n not in busy]:
-            state, status = rt.pending_status.pop(name)
+        now = time.monotonic()
+        soonest: float | None = None
+        for name, state in list(rt.pending_status.items()):
+            if name in busy:
+                continue
+            if rt.policies.get(name) is not state:  # deleted, or a new generation (pending itself)
+                del rt.pending_status[name]
+                continue
+            wait = state.last_write + rt.options.status_interval - now
+            if wait > 0 and not state.needs_write:
+                soonest = wait if soonest is None else min(soonest, wait)
+                continue
+            del rt.pending_status[name]
             busy.add(name)
-            task = asyncio.create_task(write(state, status))
+            task = asyncio.create_task(write(state, policy_status(rt, state, time.time())))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        if soonest is not None:
+            loop.call_later(soonest, rt.status_wakeup.set)
 
 
 def _export_metrics(state: PolicyState, whole: bool = True) -> None:
