@@ -352,6 +352,9 @@ class PolicyEngine:
         c[" pods"] = c.get(" pods", 0) + sign * r.evaluated_pods
         c[" oom"] = c.get(" oom", 0) + sign * len(r.oom_kills)
         c[" all"] = c.get(" all", 0) + sign * len(r.violations)
+        for k in r.oom_kills:
+            key = f" oom {k.attribution} {k.silent}"
+            c[key] = c.get(key, 0) + sign
 
     def _update_worst(self) -> None:
         """Keep the cached most severe violations: merge what started, unless one of them ended."""
@@ -402,6 +405,10 @@ class PolicyEngine:
 
     def nodes(self) -> list[NodeReport]:
         return sorted((r.node for r in self.results.values() if r.node is not None), key=lambda n: n.name)
+
+    def oom_count(self, attribution: str, silent: bool) -> int:
+        """Current OOM incidents by attribution ("memcg", "oomScoreAdj", "none"), silent or not."""
+        return self._counts.get(f" oom {attribution} {silent}", 0)
 
     def count(self, rule: str) -> int:
         """Current violations of one rule."""

@@ -500,7 +500,7 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) 
         log.warning("could not write the status of MemoryPolicy %s: %s", state.name, err)
 
 
-FIRST_PASS_BUDGET_SECONDS = 0.5
+FIRST_PASS_BUDGET_SECONDS = 0.3
 """A pass evaluates new policies (a first pass reads the whole cluster) for about this long (at
 least one of them), after the policies already evaluated; the rest wait for the next passes, so that news from the cluster is never
 held up behind hundreds of policies created at once."""
@@ -606,8 +606,10 @@ async def status_writer(rt: Runtime) -> None:
         rt.status_wakeup.clear()
         now = time.monotonic()
         soonest: float | None = None
-        for name, state in list(rt.pending_status.items()):
-            if name in busy:
+        built = 0
+        for name in list(rt.pending_status):
+            state = rt.pending_status.get(name)  # (a pass may have run at the sleep below)
+            if state is None or name in busy:
                 continue
             if rt.policies.get(name) is not state:  # deleted, or a new generation (pending itself)
                 del rt.pending_status[name]
@@ -621,6 +623,9 @@ async def status_writer(rt: Runtime) -> None:
             task = asyncio.create_task(write(state, policy_status(rt, state, time.time())))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            built += 1
+            if built % 20 == 0:
+                await asyncio.sleep(0)  # hundreds due at once: let the watches and passes in between
         if soonest is not None:
             loop.call_later(soonest, rt.status_wakeup.set)
 
@@ -657,13 +662,9 @@ def _export_metrics(state: PolicyState, whole: bool = True) -> None:
             metrics.NODE_LIMITS_RATIO.remove(state.name, name)
         except KeyError:
             pass
-    counts: dict[tuple[str, str], int] = {(a, str(b).lower()): 0 for a in ("memcg", "oomScoreAdj", "none")
-                                          for b in (True, False)}
-    for r in engine.results.values():
-        for k in r.oom_kills:
-            counts[(k.attribution, str(k.silent).lower())] += 1
-    for (attribution, silent), n in counts.items():
-        put(metrics.OOM_KILLS, (state.name, attribution, silent), n)
+    for attribution in ("memcg", "oomScoreAdj", "none"):
+        for silent in (True, False):
+            put(metrics.OOM_KILLS, (state.name, attribution, str(silent).lower()), engine.oom_count(attribution, silent))
 
 
 async def reconcile_loop(rt: Runtime) -> None:
