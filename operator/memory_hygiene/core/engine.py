@@ -209,9 +209,9 @@ class Shared:
 def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: float,
                     before: BucketResult | None = None, shared: Shared | None = None,
                     keys: PolicyKeys | None = None) -> BucketResult:
-    """One bucket's result for one policy. ``shared`` holds what other policies of this pass
-    computed already (``Shared``); ``before``, the bucket's last result, is there for callers
-    that evaluate with a ``Shared`` of their own (rules.oom_incidents: a victim's pod may be
+    """One bucket's result for one policy. ``shared`` holds what other policies computed already
+    (``Shared``, which also remembers the bucket's earlier OOM incidents); without it,
+    ``before``, the bucket's last result, gives those (rules.oom_incidents: a victim's pod may be
     gone by now)."""
     if shared is None:
         shared = Shared()

@@ -152,13 +152,13 @@ class Runtime:
         self.full = True
         self.policies: dict[str, PolicyState] = {}
         self.shared = Shared()
+        """The evaluations every policy shares (core/engine.py)."""
+        self.first_seen = FirstSeen()
         self.pending_status: dict[str, PolicyState] = {}
         """Policies whose status may have changed, for ``status_writer``."""
         self.status_wakeup = asyncio.Event()
-        self.first_seen = FirstSeen()
         self.resync_differed: dict[str, tuple[str, int]] = {}
         """What the last list of MemoryPolicies showed that the watch had not told (resync_policies)."""
-        """The evaluations every policy of a pass shares (core/engine.py)."""
         self.deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
         """UIDs of the MemoryPolicies seen deleted (the last 10,000): a list begun earlier brings none back."""
         self.stores: dict[str, Buckets] = {k: Buckets() for k in ("pods", "nodes", "events", "namespaces")}
