@@ -75,3 +75,28 @@ def test_the_writer_builds_and_writes_when_due_apart_from_the_passes(monkeypatch
         assert sorted(rt.session.writes) == [("p", 1), ("p", 2), ("q", 1)]
 
     asyncio.run(go())
+
+
+def test_a_status_asked_for_while_an_older_one_is_written_is_written_too():
+    """The Enforcing condition came while the first status (without it) was on its way: that
+    write must not clear the need, or a pass skips the unchanged policy and the condition is
+    never written."""
+    class Slow(FakeSession):
+        async def patch_json(self, path, body):
+            await asyncio.sleep(0.05)
+            self.writes.append(body["status"]["n"])
+            return 200, {}
+
+    async def go():
+        rt = op.Runtime()
+        rt.session = Slow()
+        state = op.PolicyState(name="p", uid="u", generation=1, engine=None)
+        writing = asyncio.create_task(op.write_status(rt, state, {"n": 1}))
+        await asyncio.sleep(0.01)
+        state.needs_write, state.asked = True, state.asked + 1  # as admission_loop does
+        await writing
+        assert state.needs_write, "still to be written"
+        await op.write_status(rt, state, {"n": 2})
+        assert rt.session.writes == [1, 2] and not state.needs_write
+
+    asyncio.run(go())

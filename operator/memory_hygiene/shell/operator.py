@@ -78,6 +78,9 @@ class PolicyState:
     last_status: dict[str, Any] | None = None
     seeded_first_seen: dict[tuple, str] = field(default_factory=dict)
     needs_write: bool = True
+    asked: int = 0
+    """Bumped whenever something outside the engine changed its status (the Enforcing
+    condition): a write of a status built before that does not clear ``needs_write``."""
     last_write: float = float("-inf")
     """time.monotonic() of the last status write."""
     write_due: bool = False
@@ -475,7 +478,11 @@ async def resolve_orphans(rt: Runtime, retry_seconds: float = 2.0) -> int:
     return resolved
 
 
-async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) -> None:
+async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any], asked: int | None = None) -> None:
+    """Write a status built when ``state.asked`` was ``asked`` (None: now), at most once per
+    ``--status-interval`` unless ``needs_write``."""
+    if asked is None:
+        asked = state.asked
     if comparable(status) == comparable(state.last_status) and not state.needs_write:
         return
     wait = state.last_write + rt.options.status_interval - time.monotonic()
@@ -493,7 +500,8 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any]) 
         if code != 200:
             raise RuntimeError(f"HTTP {code}: {str(answer)[:300]}")
         state.last_status = status
-        state.needs_write = False
+        if state.asked == asked:  # else asked for again while this one was on its way
+            state.needs_write = False
         metrics.STATUS_WRITES.labels(result="ok").inc()
     except Exception as err:  # noqa: BLE001 - logged, retried on the next pass
         metrics.STATUS_WRITES.labels(result="error").inc()
@@ -591,11 +599,11 @@ async def status_writer(rt: Runtime) -> None:
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
 
-    async def write(state: PolicyState, status: dict[str, Any]) -> None:
+    async def write(state: PolicyState, status: dict[str, Any], asked: int) -> None:
         try:
             async with writers:
                 if rt.policies.get(state.name) is state:  # not deleted or changed meanwhile
-                    await write_status(rt, state, status)
+                    await write_status(rt, state, status, asked)
         finally:
             busy.discard(state.name)
             if state.name in rt.pending_status:
@@ -620,7 +628,7 @@ async def status_writer(rt: Runtime) -> None:
                 continue
             del rt.pending_status[name]
             busy.add(name)
-            task = asyncio.create_task(write(state, policy_status(rt, state, time.time())))
+            task = asyncio.create_task(write(state, policy_status(rt, state, time.time()), state.asked))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             built += 1
@@ -737,6 +745,7 @@ async def admission_loop(rt: Runtime) -> None:
             for name in enforcing.keys() | rt.policies.keys():
                 if name in rt.policies:
                     rt.policies[name].needs_write = True
+                    rt.policies[name].asked += 1
             rt.changed.set()
 
 

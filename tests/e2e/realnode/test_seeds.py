@@ -72,6 +72,10 @@ def _running(node, name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def policy(node, ncrd, noperator, agent, apply):
+    # test_install deleted the CRD and applied it again: the host operator may have exited then
+    # (kopf's watch of MemoryPolicies got 404, which stops kopf; in a cluster kubelet restarts it)
+    if noperator.proc is None or noperator.proc.poll() is not None:
+        noperator.start()
     apply({"apiVersion": "memoryhygiene.io/v1alpha1", "kind": "MemoryPolicy", "metadata": {"name": POLICY},
            "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}}})
     wait_for(lambda: _status(node).get("summary"), timeout=60, what="the policy's first status")
