@@ -206,18 +206,10 @@ class Shared:
         return v
 
 
-def evaluate_bucket(spec: MemoryPolicySpec, name: str, view: ClusterView, now: float,
-                    before: BucketResult | None = None, shared: Shared | None = None,
-                    keys: PolicyKeys | None = None) -> BucketResult:
-    """One bucket's result for one policy. ``shared`` holds what other policies computed already
-    (``Shared``, which also remembers the bucket's earlier OOM incidents); without it,
-    ``before``, the bucket's last result, gives those (rules.oom_incidents: a victim's pod may be
-    gone by now)."""
-    if shared is None:
-        shared = Shared()
-        if before is not None:
-            shared.incidents[(name, PolicyKeys.of(spec).oom)] = before.oom_kills
-    keys = keys or PolicyKeys.of(spec)
+def evaluate_bucket(spec: MemoryPolicySpec, keys: PolicyKeys, name: str, view: ClusterView, now: float,
+                    shared: Shared) -> BucketResult:
+    """One bucket's result for one policy; ``shared`` holds what other policies computed already
+    (and the bucket's earlier OOM incidents: rules.oom_incidents, a victim's pod may be gone)."""
     node = view.node(name) if name != UNSCHEDULED else None
     selected_node = node is not None and shared.node_selected(keys.node_selector, spec, name, node)
     violations: list[Violation] = []
@@ -321,7 +313,7 @@ class PolicyEngine:
         self.skipped = []
         for name in names:
             before = self.results.get(name)
-            result: BucketResult | None = evaluate_bucket(self.spec, name, view, now, before, shared, self.keys)
+            result: BucketResult | None = evaluate_bucket(self.spec, self.keys, name, view, now, shared)
             assert result is not None
             if result.unparsed and (before is None or before.unparsed != result.unparsed):
                 unparsed.extend(e for e in result.unparsed if before is None or e not in before.unparsed)
@@ -372,19 +364,22 @@ class PolicyEngine:
         if started:
             self._worst = heapq.nsmallest(self._worst_n, self._worst + started, key=violation_order)
 
-    def changes(self) -> tuple[list[Violation], list[Violation]]:
-        """Of the last refresh's changed buckets: (violations that started, violations that ended).
-        A violation's key is in one bucket only (a pod's or a node's), so the changed buckets tell
-        it all."""
+    def _before_after(self) -> tuple[dict[tuple, Violation], dict[tuple, Violation]]:
+        """The last refresh's changed buckets' violations, by key: (before, after). A violation's
+        key is in one bucket only (a pod's or a node's), so the changed buckets tell it all."""
         before = {v.key: v for b, _ in self.changed.values() if b is not None for v in b.violations}
         after = {v.key: v for _, a in self.changed.values() if a is not None for v in a.violations}
-        return ([v for k, v in after.items() if k not in before], [v for k, v in before.items() if k not in after])
+        return before, after
+
+    def changes(self) -> tuple[list[Violation], list[Violation]]:
+        """Of the last refresh: (violations that started, violations that ended)."""
+        before, after = self._before_after()
+        return [v for k, v in after.items() if k not in before], [v for k, v in before.items() if k not in after]
 
     def transitions(self) -> tuple[dict[tuple, Violation], dict[tuple, Violation]]:
         """Of the last refresh's changed buckets: (violations now, by key; violations before that
         are no longer, by key)."""
-        before = {v.key: v for b, _ in self.changed.values() if b is not None for v in b.violations}
-        after = {v.key: v for _, a in self.changed.values() if a is not None for v in a.violations}
+        before, after = self._before_after()
         return after, {k: v for k, v in before.items() if k not in after}
 
     # --- the assembled picture -------------------------------------------------------------

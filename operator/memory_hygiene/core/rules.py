@@ -2,7 +2,7 @@
 
 They are split per object so the operator can re-evaluate only what a change touches:
 ``evaluate_node`` for one node and the pods bound to it, ``evaluate_pod`` for one pod,
-``evaluate_oom`` for the OOM events; ``evaluate`` composes them into a whole ``Report``.
+``oom_incidents`` and ``select_incidents`` for the OOM events; ``evaluate`` composes them into a whole ``Report``.
 """
 
 from __future__ import annotations
@@ -649,36 +649,6 @@ def _visible_containers(containers: Iterable[ContainerInfo], t: float | None, wi
             if t is None or abs(finished - t) <= window:
                 return True
     return False
-
-
-def evaluate_oom(
-    spec: MemoryPolicySpec,
-    events: Iterable[OOMEventInfo],
-    nodes: Mapping[str, NodeInfo],
-    pods_by_node: Mapping[str, Sequence[PodInfo]],
-    pods_by_uid: Mapping[str, PodInfo],
-    now: float,
-    namespaces: Mapping[str, Mapping[str, str]] | None = None,
-    earlier: Iterable[OOMIncident] = (),
-) -> tuple[list[OOMIncident], list[Violation], list[OOMEventInfo], list[Skipped]]:
-    """OOM incidents within the lookback, and a SilentOOMKill violation for each silent one:
-    ``oom_incidents`` (what the kernel killed, and whom) then ``select_incidents`` (what this
-    policy selects).
-
-    ``nodes`` are the nodes the policy selects that we know of; an event about another node is
-    reported only when the policy has no node selector (the Node object may be gone).
-    Returns (incidents, violations, unparsed events, what was skipped).
-    """
-    rule = spec.rules.silent_oom
-    if not rule.enabled:
-        return [], [], [], []
-    if spec.node_selector is not None:
-        events = [e for e in events if e.node in nodes]
-    incidents, unparsed, skipped = oom_incidents(rule, events, nodes, pods_by_node, pods_by_uid, now, earlier)
-    skipped = list(skipped)
-    mine = select_incidents(spec, incidents, namespaces, skipped)
-    violations = [silent_violation(i, nodes.get(i.node)) for i in mine if i.silent]
-    return mine, violations, list(unparsed), skipped
 
 
 def oom_incidents(

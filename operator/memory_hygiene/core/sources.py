@@ -103,7 +103,7 @@ PODS = Source(
     # `status.phase!=Succeeded` would keep them (the bulk of a batch cluster's completed Job
     # pods) out; but the victim of an OOM kill may have completed since: a Job's container
     # killed, restarted (restartPolicy OnFailure) and then done. A kill whose memcg path names
-    # a pod that is not known names no pod and is silent, on the Node (rules.evaluate_oom),
+    # a pod that is not known names no pod and is silent, on the Node (rules.oom_incidents),
     # whatever the pod's status showed and whether or not the policy selects its namespace.
     # So every pod is read, and `pod` keeps a Succeeded one only if a container of it
     # terminated OOMKilled. What this adds to the stream is bounded: kube-controller-manager's

@@ -227,6 +227,10 @@ class EventSink:
                  backlog: bool = False) -> bool:
         """Queue an Event for a transition; False when it was a duplicate or was dropped.
         ``backlog``: from a first evaluation, posted after what happens meanwhile."""
+        if backlog and started and not self.buckets.available(target.uid, self.clock()):
+            # (a first evaluation's thousands on one policy, past its burst: not worth naming)
+            metrics.EVENTS_DROPPED.labels(cause="object_rate_limit").inc()
+            return False
         start_name, end_name = event_names(target, identity)
         return self.announce_named(target, start_name, end_name, reason, message, started, backlog, identity)
 

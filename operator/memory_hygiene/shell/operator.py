@@ -395,20 +395,13 @@ def announce_transitions(rt: Runtime, state: PolicyState, prior: Iterable[Violat
         started = [v for k, v in current.items() if k not in before]
         ended = [v for k, v in before.items() if k not in current]
     policy_target = _policy_target(state)
-    over_limit = 0
     for v in started:
         rt.first_seen.add(v.key, now)
         if sink is not None:
             identity = "\0".join(v.key)
             sink.announce(_target_of(v), identity, v.rule, v.message, started=True, backlog=backlog)
-            if over_limit:  # (a first pass's thousands, past the policy's burst: told in one count)
-                over_limit += 1
-            elif not sink.announce(policy_target, identity, v.rule, f"{_object_text(v)}: {v.message}",
-                                   started=True, backlog=backlog) \
-                    and backlog and not sink.buckets.available(state.uid, sink.clock()):
-                over_limit = 1
-    if over_limit > 1:
-        metrics.EVENTS_DROPPED.labels(cause="object_rate_limit").inc(over_limit - 1)
+            sink.announce(policy_target, identity, v.rule, f"{_object_text(v)}: {v.message}",
+                          started=True, backlog=backlog)
     for v in ended:
         rt.first_seen.remove(v.key)
         reason = ruletable.BY_NAME[v.rule].resolved_reason
@@ -478,6 +471,12 @@ async def resolve_orphans(rt: Runtime, retry_seconds: float = 2.0) -> int:
     return resolved
 
 
+def status_due_in(rt: Runtime, state: PolicyState, now: float) -> float:
+    """Seconds until the policy's next status write may go (at most one per
+    ``--status-interval``; at once when ``needs_write``); 0 or less: now."""
+    return 0.0 if state.needs_write else state.last_write + rt.options.status_interval - now
+
+
 async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any], asked: int | None = None) -> None:
     """Write a status built when ``state.asked`` was ``asked`` (None: now), at most once per
     ``--status-interval`` unless ``needs_write``."""
@@ -485,8 +484,8 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any], 
         asked = state.asked
     if comparable(status) == comparable(state.last_status) and not state.needs_write:
         return
-    wait = state.last_write + rt.options.status_interval - time.monotonic()
-    if wait > 0 and not state.needs_write:
+    wait = status_due_in(rt, state, time.monotonic())
+    if wait > 0:
         if not state.write_due:  # a pass then writes what is newest by that time
             state.write_due = True
             asyncio.get_running_loop().call_later(wait, rt.changed.set)
@@ -622,8 +621,8 @@ async def status_writer(rt: Runtime) -> None:
             if rt.policies.get(name) is not state:  # deleted, or a new generation (pending itself)
                 del rt.pending_status[name]
                 continue
-            wait = state.last_write + rt.options.status_interval - now
-            if wait > 0 and not state.needs_write:
+            wait = status_due_in(rt, state, now)
+            if wait > 0:
                 soonest = wait if soonest is None else min(soonest, wait)
                 continue
             del rt.pending_status[name]
