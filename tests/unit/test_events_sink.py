@@ -12,39 +12,47 @@ from memory_hygiene.shell.ratelimit import TokenBuckets
 
 
 class FakeApi:
-    """The three Event calls EventSink makes, kept in a dict like the API server would."""
+    """The Event requests EventSink makes (``shell/api.py`` ApiSession's get_json, post_json,
+    patch_json), answered from a dict as the API server would."""
 
     def __init__(self):
         self.events = {}
         self.calls = []
 
-    def create_namespaced_event(self, ns, body, **_):
-        from kubernetes.client import ApiException
+    @staticmethod
+    def _key(path):
+        parts = path.strip("/").split("/")  # api v1 namespaces NS events [NAME]
+        return parts[3], (parts[5] if len(parts) > 5 else None)
 
+    async def post_json(self, path, body, **_):
+        ns, _name = self._key(path)
         key = (ns, body["metadata"]["name"])
         self.calls.append(("create", key))
         if key in self.events:
-            raise ApiException(status=409, reason="AlreadyExists")
+            return 409, {"kind": "Status", "reason": "AlreadyExists", "message": "exists"}
         self.events[key] = dict(body)
+        return 201, body
 
-    def read_namespaced_event(self, name, ns, **_):
-        from kubernetes.client import ApiException
+    async def get_json(self, path, params=None, **_):
+        if path == "/api/v1/events":  # the ledger (preload)
+            assert params["fieldSelector"] == "source=memory-hygiene"
+            return 200, {"items": [{**e} for e in self.events.values()], "metadata": {}}
+        key = self._key(path)
+        if key not in self.events:
+            return 404, {"kind": "Status", "reason": "NotFound", "message": "not found"}
+        return 200, self.events[key]
 
-        if (ns, name) not in self.events:
-            raise ApiException(status=404, reason="NotFound")
-        e = self.events[(ns, name)]
-        ts = dt.datetime.fromisoformat(e["lastTimestamp"].replace("Z", "+00:00"))
-        return SimpleNamespace(count=e["count"], message=e["message"], last_timestamp=ts, first_timestamp=ts,
-                               metadata=SimpleNamespace(annotations=dict(e["metadata"].get("annotations") or {})))
-
-    def patch_namespaced_event(self, name, ns, body, **_):
-        self.calls.append(("patch", (ns, name)))
-        e = self.events[(ns, name)]
+    async def patch_json(self, path, body, **_):
+        key = self._key(path)
+        self.calls.append(("patch", key))
+        e = self.events[key]
+        body = dict(body)
         meta = body.pop("metadata", None)
         e.update(body)
         if meta:  # a merge patch of the annotations
             e["metadata"] = {**e["metadata"], "annotations": {**(e["metadata"].get("annotations") or {}),
                                                                **meta["annotations"]}}
+        return 200, e
 
 
 POD = Target("v1", "Pod", "p", "uid-p", "ns")
@@ -94,9 +102,6 @@ def test_start_end_restart_and_recurrence():
 
         # a restarted operator: a fresh sink reads the ledger back from the API server
         restarted = EventSink(api, "test", qps=0, clock=clock)
-        api.list_event_for_all_namespaces = lambda **kw: SimpleNamespace(data=__import__("json").dumps(
-            {"items": [{"metadata": {"namespace": ns, "name": name}, **e} for (ns, name), e in api.events.items()],
-             "metadata": {}}))
         assert await restarted.preload() == 2
         assert not restarted.announce(POD, "id", "MissingMemoryRequestResolved", "ok now", started=False)
 
@@ -246,22 +251,21 @@ class FlakyApi(FakeApi):
         self.lose_answer = 0
         self.refuse = {}
 
-    def create_namespaced_event(self, ns, body, **kw):
-        from kubernetes.client import ApiException
-
+    async def post_json(self, path, body, **kw):
         if self.down:
             raise ConnectionRefusedError("connection refused")
         if body["metadata"]["namespace"] in self.refuse:
-            raise ApiException(status=self.refuse[body["metadata"]["namespace"]], reason="Forbidden")
-        super().create_namespaced_event(ns, body, **kw)
+            return self.refuse[body["metadata"]["namespace"]], {"kind": "Status", "reason": "Forbidden"}
+        answer = await super().post_json(path, body, **kw)
         if self.lose_answer:
             self.lose_answer -= 1
             raise TimeoutError("read timed out")
+        return answer
 
-    def read_namespaced_event(self, name, ns, **kw):
+    async def get_json(self, path, params=None, **kw):
         if self.down:
             raise ConnectionRefusedError("connection refused")
-        return super().read_namespaced_event(name, ns, **kw)
+        return await super().get_json(path, params, **kw)
 
 
 async def wait_until(pred, timeout=5.0):
@@ -417,8 +421,6 @@ def test_preload_finds_open_started_events_with_their_violation():
         sink.announce(NODE, "\0".join(other), "NodeOvercommittedResolved", "ok", started=False)
         await drain(sink)
         restarted = EventSink(api, "test", qps=0, clock=clock)
-        api.list_event_for_all_namespaces = lambda **kw: SimpleNamespace(data=__import__("json").dumps(
-            {"items": [{**e} for e in api.events.values()], "metadata": {}}))  # metadata inside each
         assert await restarted.preload() == 3
         start, _ = event_names(POD, "\0".join(key))
         assert set(restarted.open) == {("ns", start), ("default", event_names(NODE, "\0".join(other))[0])}
@@ -458,8 +460,6 @@ def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
 
         rt = op.Runtime()
         rt.sink = EventSink(api, "after", qps=0, clock=clock)
-        api.list_event_for_all_namespaces = lambda **kw: SimpleNamespace(data=__import__("json").dumps(
-            {"items": list(api.events.values()), "metadata": {}}))
         await rt.sink.preload()
         assert len(rt.sink.open) == 8
         rt.custom = SimpleNamespace(list_cluster_custom_object=lambda *a, **kw: {"items": [{"metadata": {"uid": "uid-pol"}}]})

@@ -7,7 +7,6 @@ They are split per object so the operator can re-evaluate only what a change tou
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +19,7 @@ from . import kernel, ruletable
 from .policy import ANY_REPORTER, Basis, MemoryPolicySpec, NodeReservationRule, SilentOOMRule
 from .qos import expected_score
 from .selectors import matches
+from .snapshot import format_time
 from .types import ContainerInfo, NodeInfo, OOMEventInfo, PodInfo
 
 SILENT_OOM = "SilentOOMKill"
@@ -75,7 +75,7 @@ def fmt_bytes(n: int | None) -> str:
 def fmt_time(t: float | None) -> str | None:
     if t is None:
         return None
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(t)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,13 @@ _METAV1_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
 """What the API server writes for every metav1.Time: parsed by datetime in C, 10x faster."""
 
 
+def format_time(t: float, micro: bool = False) -> str:
+    """POSIX seconds as the API server writes a metav1.Time (RFC 3339, UTC, whole seconds), or
+    a metav1.MicroTime (``micro``: microseconds)."""
+    when = datetime.fromtimestamp(t, timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_time(s: str | None) -> float | None:
     """An RFC 3339 time (``Z`` or ``+hh:mm``, optional fraction) as POSIX seconds.
 

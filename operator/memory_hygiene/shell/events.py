@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import hashlib
 import heapq
 import json
@@ -27,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..core.snapshot import format_time
 from . import metrics
+from .api import REQUEST_TIMEOUT, ApiError, unreachable
 from .ratelimit import TokenBuckets
 
 log = logging.getLogger("memory_hygiene.events")
@@ -77,22 +78,23 @@ class Announcement:
     """time.monotonic() of the first failed POST."""
 
 
-def _now_iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 POSTED_ANNOTATION = "memoryhygiene.io/posted"
 """On our own Events: when this transition was last posted, in microseconds (lastTimestamp has
 whole seconds: a violation may end and start again within one)."""
 
 
-def _stamp(event: Any) -> float:
-    annotations = getattr(getattr(event, "metadata", None), "annotations", None) or {}
+def _stamp(event: dict[str, Any]) -> float:
+    """When an Event (as the API server returns it) was last posted."""
+    from ..core.snapshot import parse_time
+
+    meta = event.get("metadata") or {}
     try:
-        return float(annotations[POSTED_ANNOTATION])
+        return float((meta.get("annotations") or {})[POSTED_ANNOTATION])
     except (KeyError, TypeError, ValueError):
-        t = event.last_timestamp or event.first_timestamp
-        return t.timestamp() if t is not None else 0.0
+        try:
+            return parse_time(event.get("lastTimestamp")) or parse_time(event.get("firstTimestamp")) or 0.0
+        except ValueError:
+            return 0.0
 
 
 def event_names(target: Target, identity: str) -> tuple[str, str]:
@@ -113,7 +115,6 @@ PERMANENT = (400, 403, 404, 422)
 VIOLATION_ANNOTATION = "memoryhygiene.io/violation"
 """On our own Events: the violation's key (JSON list), so that after a restart a "started"
 Event whose violation is gone can be resolved with the right words."""
-REQUEST_TIMEOUT = 30
 _START_RE = re.compile(r".*\.mh[0-9a-f]{16}s")
 
 
@@ -175,34 +176,21 @@ class EventSink:
 
     async def preload(self) -> int:
         """Read the Events this operator posted before (any replica, any earlier run)."""
-        from ..core.snapshot import parse_time
-
-        def list_all() -> list[dict[str, Any]]:
-            import json
-
-            out, cont = [], None
-            while True:
-                resp = self.api.list_event_for_all_namespaces(
-                    field_selector=f"source={COMPONENT}", limit=500, _continue=cont, _preload_content=False
-                )
-                body = json.loads(resp.data)
-                out.extend(body.get("items") or [])
-                cont = (body.get("metadata") or {}).get("continue")
-                if not cont:
-                    return out
-
-        items = await asyncio.to_thread(list_all)
+        items: list[dict[str, Any]] = []
+        params = {"fieldSelector": f"source={COMPONENT}", "limit": "500"}
+        while True:
+            code, body = await self.api.get_json("/api/v1/events", params)
+            if code != 200:
+                raise ApiError(f"LIST /api/v1/events: HTTP {code}: {_reason(body)}", code)
+            items.extend(body.get("items") or [])
+            cont = (body.get("metadata") or {}).get("continue")
+            if not cont:
+                break
+            params = {**params, "continue": cont}
         for ev in items:
             meta = ev.get("metadata") or {}
             ns, name = meta.get("namespace", ""), meta.get("name", "")
-            try:
-                t = float((meta.get("annotations") or {})[POSTED_ANNOTATION])
-            except (KeyError, TypeError, ValueError):
-                try:
-                    t = parse_time(ev.get("lastTimestamp")) or parse_time(ev.get("firstTimestamp")) or 0.0
-                except ValueError:
-                    t = 0.0
-            self.ledger[(ns, name)] = t
+            self.ledger[(ns, name)] = _stamp(ev)
             if _START_RE.fullmatch(name):
                 self.open[(ns, name)] = _open_of(ev, name)
         return len(items)
@@ -306,7 +294,7 @@ class EventSink:
             self._retry_wakeup.set()
 
     async def run(self, workers: int = 4) -> None:
-        """Post queued Events with a few workers (the API calls block), at most ``qps`` a second."""
+        """Post queued Events with a few workers, at most ``qps`` a second."""
         await asyncio.gather(self._retrier(), *(self._worker() for _ in range(workers)))
 
     async def _retrier(self) -> None:
@@ -348,7 +336,7 @@ class EventSink:
                 ns = a.target.event_namespace
                 # Strictly after the opposite Event: both may be posted within one clock tick.
                 stamp = max(self.clock(), self.ledger.get((ns, a.other_name), 0.0) + 1e-3)
-                await asyncio.to_thread(self._post, a, stamp)
+                await self._post(a, stamp)
                 metrics.EVENT_POST_SECONDS.observe(time.monotonic() - posting)
                 metrics.EVENTS_POSTED.labels(reason=a.reason).inc()
                 self.ledger[(ns, a.name)] = stamp
@@ -360,6 +348,8 @@ class EventSink:
 
     def _failed(self, a: Announcement, err: Exception) -> None:
         status = getattr(err, "status", None)
+        if unreachable(err) and hasattr(self.api, "mark_down"):
+            self.api.mark_down()  # probed until it answers; then every failed POST goes again (retry_now)
         now = time.monotonic()
         first = a.first_failure if a.first_failure is not None else now
         if status in PERMANENT:
@@ -383,10 +373,11 @@ class EventSink:
                                           replace(a, attempts=a.attempts + 1, first_failure=first)))
             self._retry_wakeup.set()
 
-    def _post(self, a: Announcement, stamp: float) -> None:
-        from kubernetes.client import ApiException
-
-        now = _now_iso(stamp)
+    async def _post(self, a: Announcement, stamp: float) -> None:
+        """POST the Event; when it exists already, count it again if it is news. Raises
+        ``ApiError`` for an answer that is not what was asked for, and whatever the client
+        raises when the API server cannot be reached."""
+        now = format_time(stamp)
         ns = a.target.event_namespace
         posted = f"{stamp:.6f}"
         meta: dict[str, Any] = {"name": a.name, "namespace": ns, "annotations": {POSTED_ANNOTATION: posted}}
@@ -407,31 +398,41 @@ class EventSink:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            self.api.create_namespaced_event(ns, body, _request_timeout=REQUEST_TIMEOUT)
+        events = f"/api/v1/namespaces/{ns}/events"
+        code, answer = await self.api.post_json(events, body, timeout=REQUEST_TIMEOUT)
+        if code in (200, 201):
             return
-        except ApiException as err:
-            if err.status != 409:
-                raise
+        if code != 409:
+            raise ApiError(f"POST {events}: HTTP {code}: {_reason(answer)}", code)
         # The Event exists. Whoever posted it (this operator before a restart, or another replica
         # during a rollout, or this one when the answer to its POST was lost), the API server
         # tells whether this is news: it is only if the opposite announcement came after it (the
         # violation ended, and now started again).
-        old = self.api.read_namespaced_event(a.name, ns, _request_timeout=REQUEST_TIMEOUT)
-        try:
-            other = self.api.read_namespaced_event(a.other_name, ns, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            other = None
-        if other is None or _stamp(other) <= _stamp(old):
+        old = await self._read(f"{events}/{a.name}")
+        other = await self._read(f"{events}/{a.other_name}", missing_ok=True)
+        if old is None or other is None or _stamp(other) <= _stamp(old):
             return
         # It happened again: count it, as client-go's event correlator does.
-        self.api.patch_namespaced_event(
-            a.name, ns, {"count": (old.count or 1) + 1, "lastTimestamp": now, "message": a.message,
-                         "metadata": {"annotations": {POSTED_ANNOTATION: posted}}},
-            _request_timeout=REQUEST_TIMEOUT,
-        )
+        patch = {"count": (old.get("count") or 1) + 1, "lastTimestamp": now, "message": a.message,
+                 "metadata": {"annotations": {POSTED_ANNOTATION: posted}}}
+        code, answer = await self.api.patch_json(f"{events}/{a.name}", patch, timeout=REQUEST_TIMEOUT)
+        if code != 200:
+            raise ApiError(f"PATCH {events}/{a.name}: HTTP {code}: {_reason(answer)}", code)
+
+    async def _read(self, path: str, missing_ok: bool = False) -> dict[str, Any] | None:
+        code, answer = await self.api.get_json(path, timeout=REQUEST_TIMEOUT)
+        if code == 404 and missing_ok:
+            return None
+        if code != 200 or not isinstance(answer, dict):
+            raise ApiError(f"GET {path}: HTTP {code}: {_reason(answer)}", code)
+        return answer
+
+
+def _reason(answer: Any) -> str:
+    """The API server's message in a failed answer (a Status object), short."""
+    if isinstance(answer, dict):
+        return str(answer.get("message") or answer.get("reason") or "")[:300]
+    return str(answer)[:300]
 
 
 def _short(err: Exception) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime as dt
 import errno
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from ..core import kmsg
+from ..core.snapshot import format_time
 from .ratelimit import TokenBuckets
 
 log = logging.getLogger("memory_hygiene.node_agent")
@@ -95,11 +95,11 @@ class Item:
 
 
 def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(t)
 
 
 def _micro(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_time(t, micro=True)
 
 
 def build_event(node: str, boot_id: str, items: list[Item]) -> dict[str, Any]:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 from ..core.engine import PolicyEngine
 from ..core.rules import Violation
+from ..core.snapshot import format_time
 
 
 def iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(t)
 
 
 def status_key(rule: str, kind: str, namespace: str | None, name: str, container: str | None) -> tuple:
