@@ -120,19 +120,13 @@ def build_parser(prog: str = "memory-hygiene") -> argparse.ArgumentParser:
         "run",
         help="run the operator (watches Pods, Nodes and OOM Events; reconciles MemoryPolicies)",
         description="Run the operator against the cluster of the kubeconfig (or in-cluster).",
-        epilog="Environment: MEMORY_HYGIENE_WATCH_LIST (default true: read the initial state as a watch "
-        "stream, sendInitialEvents, where the API server offers it; false: always LIST in pages), "
-        "MEMORY_HYGIENE_CHUNK_SIZE (page size of the initial LISTs, default 500), "
-        "MEMORY_HYGIENE_RESYNC_SECONDS (how often nodes with OOM events are evaluated again as the "
-        "events age out, and the admission policies compared with the MemoryPolicies, default 30), "
-        "POD_NAME (reportingInstance of the Events; default: the hostname), POD_NAMESPACE (the operator's "
-        "namespace, which admission policies leave out; default: the service account's, else memory-hygiene). "
-        "Also runnable as `kopf run -m memory_hygiene.shell.operator --all-namespaces` (then without the "
-        "HTTP endpoints; the other settings come from MEMORY_HYGIENE_MAX_STATUS_VIOLATIONS, "
-        "MEMORY_HYGIENE_EVENT_BURST, MEMORY_HYGIENE_EVENT_REFILL_SECONDS, MEMORY_HYGIENE_EVENT_QPS, "
-        "MEMORY_HYGIENE_STATUS_INTERVAL).",
+        epilog="Every setting above can also come from its environment variable (a flag given wins). "
+        "Also: POD_NAME (reportingInstance of the Events; default: the hostname), POD_NAMESPACE (the "
+        "operator's namespace, which admission policies leave out; default: the service account's, else "
+        "memory-hygiene). Also runnable as `kopf run -m memory_hygiene.shell.operator --all-namespaces` "
+        "(then without the HTTP endpoints, and with the settings from the environment only).",
     )
-    from .shell.options import add_run_arguments
+    from .shell.config import add_arguments as add_run_arguments
 
     add_run_arguments(run)
     run.set_defaults(func=_run)

@@ -344,7 +344,7 @@ def test_crd_deleted_and_created_again_policies_still_followed(faulty, fkube, op
     `apply -k`, a reinstall): kopf stops watching, and its rescan can miss the CRD's return when
     discovery lags behind the CRD's last event (seen: 1 re-creation in 3); or its watch gets a
     404 first, which stops the operator (kubelet starts it again; here the test does). The periodic list
-    (``resync_policies``) takes up what the watch missed: every new policy gets its status, an
+    (``policies.resync``) takes up what the watch missed: every new policy gets its status, an
     edit its new generation's. Runs last in this module: it restores the CRD it deletes."""
     import subprocess
 

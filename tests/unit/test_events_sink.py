@@ -33,10 +33,11 @@ class FakeApi:
         self.events[key] = dict(body)
         return 201, body
 
+    async def list_all(self, path, params=None):  # the ledger (preload)
+        assert path == "/api/v1/events" and params["fieldSelector"] == "source=memory-hygiene"
+        return [{**e} for e in self.events.values()]
+
     async def get_json(self, path, params=None, **_):
-        if path == "/api/v1/events":  # the ledger (preload)
-            assert params["fieldSelector"] == "source=memory-hygiene"
-            return 200, {"items": [{**e} for e in self.events.values()], "metadata": {}}
         key = self._key(path)
         if key not in self.events:
             return 404, {"kind": "Status", "reason": "NotFound", "message": "not found"}
@@ -437,7 +438,8 @@ def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
     policy had its first pass, and leaves the ones still going, the OOM kills and deleted objects."""
     from memory_hygiene.core.engine import PolicyEngine
     from memory_hygiene.core.policy import parse_spec
-    from memory_hygiene.shell import operator as op
+    from memory_hygiene.shell import reconciler as op
+    from memory_hygiene.shell.runtime import Runtime
 
     async def go():
         api, clock = FakeApi(), Clock()
@@ -458,11 +460,15 @@ def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
         assert len(api.events) == 8
         clock.t += 60  # SIGKILL; the violation "ended" ends meanwhile; then a new operator
 
-        rt = op.Runtime()
+        rt = Runtime()
         rt.sink = EventSink(api, "after", qps=0, clock=clock)
         await rt.sink.preload()
         assert len(rt.sink.open) == 8
-        rt.custom = SimpleNamespace(list_cluster_custom_object=lambda *a, **kw: {"items": [{"metadata": {"uid": "uid-pol"}}]})
+        async def list_policies(path, params=None):
+            assert path == "/apis/memoryhygiene.io/v1alpha1/memorypolicies"
+            return [{"metadata": {"uid": "uid-pol"}}]
+
+        rt.session = SimpleNamespace(list_all=list_policies)
         from memory_hygiene.core.types import PodInfo
 
         rt.stores["pods"].put("uid-p", "n", PodInfo("uid-p", "ns", "p", "n", "Running", (), "Burstable", 0, None, (), "", ""))
@@ -476,7 +482,7 @@ def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
             rt.first_seen.add(v.key, 1.0)
         state.evaluated = True
         rt.policies["pol"] = state
-        rt._orphans_tried = float("-inf")
+        rt.orphans_tried = float("-inf")
         assert await op.resolve_orphans(rt) == 3  # "ended" on the pod and the policy; "deleted" on the policy
         assert rt.orphans_checked and rt.sink.open == {}
         await drain(rt.sink)
@@ -488,10 +494,10 @@ def test_after_a_restart_violations_that_ended_meanwhile_get_their_resolved():
         assert resolved["reason"] == "MissingMemoryRequestResolved"
         assert resolved["message"] == "Pod ns/p container c no longer violates MissingMemoryRequest"
         # a second operator (a rollout's overlap) doing the same posts nothing twice
-        again = op.Runtime()
+        again = Runtime()
         again.sink = EventSink(api, "peer", qps=0, clock=clock)
         await again.sink.preload()
-        again.custom, again.stores, again.policies, again.first_seen = rt.custom, rt.stores, rt.policies, rt.first_seen
+        again.session, again.stores, again.policies, again.first_seen = rt.session, rt.stores, rt.policies, rt.first_seen
         assert await op.resolve_orphans(again) == 0
 
     run(go())

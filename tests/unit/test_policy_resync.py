@@ -1,50 +1,51 @@
 """The periodic list of MemoryPolicies repairs what kopf's watch missed (when two lists in a row
-saw it), and never undoes what the watch told after the list began (shell/operator.py
-resync_policies)."""
+saw it), and never undoes what the watch told after the list began (shell/policies.py
+resync)."""
 
 import asyncio
 import time
 
-from memory_hygiene.shell import operator as op
+from memory_hygiene.shell import policies, reconciler
+from memory_hygiene.shell.runtime import Runtime
 
 
 def body(name: str, uid: str, generation: int, spec: dict | None = None) -> dict:
     return {"metadata": {"name": name, "uid": uid, "generation": generation}, "spec": spec or {}}
 
 
-def runtime() -> op.Runtime:
-    async def make() -> op.Runtime:  # Runtime holds asyncio Events
-        return op.Runtime()
+def runtime() -> Runtime:
+    async def make() -> Runtime:  # Runtime holds asyncio Events
+        return Runtime()
     return asyncio.run(make())
 
 
 def test_missed_creation_edit_and_deletion_are_repaired():
     rt = runtime()
-    op.observe_policy(rt, None, "edited", body("edited", "u1", 1))
-    op.observe_policy(rt, None, "deleted", body("deleted", "u2", 1))
+    policies.observe(rt, None, "edited", body("edited", "u1", 1))
+    policies.observe(rt, None, "deleted", body("deleted", "u2", 1))
     listed_since = time.monotonic()
     items = [body("edited", "u1", 2, {"rules": {"missingRequests": {"enabled": False}}}), body("new", "u3", 1)]
-    assert op.resync_policies(rt, items, listed_since) == [], "the watch may be behind: not yet"
-    repaired = op.resync_policies(rt, items, time.monotonic())
+    assert policies.resync(rt, items, listed_since) == [], "the watch may be behind: not yet"
+    repaired = policies.resync(rt, items, time.monotonic())
     assert sorted(repaired) == ["deleted", "edited", "new"]
     assert set(rt.policies) == {"edited", "new"}
     assert rt.policies["edited"].generation == 2
     assert rt.policies["edited"].engine.spec.rules.missing_requests.enabled is False
-    assert op.resync_policies(rt, items, time.monotonic()) == [], "nothing twice"
+    assert policies.resync(rt, items, time.monotonic()) == [], "nothing twice"
 
 
 def test_what_the_watch_told_after_the_list_began_stands():
     rt = runtime()
     listed_since = time.monotonic()
     time.sleep(0.001)
-    op.observe_policy(rt, None, "created-later", body("created-later", "u1", 1))
-    op.observe_policy(rt, None, "edited-later", body("edited-later", "u2", 3))
-    op.observe_policy(rt, None, "recreated", body("recreated", "u-new", 1))
-    op.observe_policy(rt, None, "deleted-later", body("deleted-later", "u4", 1))
-    op.observe_policy(rt, "DELETED", "deleted-later", body("deleted-later", "u4", 1))
+    policies.observe(rt, None, "created-later", body("created-later", "u1", 1))
+    policies.observe(rt, None, "edited-later", body("edited-later", "u2", 3))
+    policies.observe(rt, None, "recreated", body("recreated", "u-new", 1))
+    policies.observe(rt, None, "deleted-later", body("deleted-later", "u4", 1))
+    policies.observe(rt, "DELETED", "deleted-later", body("deleted-later", "u4", 1))
     items = [body("edited-later", "u2", 2), body("recreated", "u-old", 5), body("deleted-later", "u4", 1)]
-    assert op.resync_policies(rt, items, listed_since) == []
-    assert op.resync_policies(rt, items, listed_since) == [], "not on a second look either"
+    assert policies.resync(rt, items, listed_since) == []
+    assert policies.resync(rt, items, listed_since) == [], "not on a second look either"
     assert set(rt.policies) == {"created-later", "edited-later", "recreated"}
     assert rt.policies["edited-later"].generation == 3
     assert rt.policies["recreated"].uid == "u-new"
@@ -53,10 +54,10 @@ def test_what_the_watch_told_after_the_list_began_stands():
 def test_a_difference_the_watch_catches_up_with_is_not_repaired():
     rt = runtime()
     listed_since = time.monotonic()
-    assert op.resync_policies(rt, [body("new", "u1", 1)], listed_since) == []
-    op.observe_policy(rt, None, "new", body("new", "u1", 1))  # the watch tells it now
-    op.observe_policy(rt, None, "new", body("new", "u1", 2))
-    assert op.resync_policies(rt, [body("new", "u1", 2)], time.monotonic()) == []
+    assert policies.resync(rt, [body("new", "u1", 1)], listed_since) == []
+    policies.observe(rt, None, "new", body("new", "u1", 1))  # the watch tells it now
+    policies.observe(rt, None, "new", body("new", "u1", 2))
+    assert policies.resync(rt, [body("new", "u1", 2)], time.monotonic()) == []
     assert rt.resync_differed == {}
 
 
@@ -76,21 +77,21 @@ def test_first_seen_is_kept_once_for_every_policy_holding_a_violation():
                          "status": {"phase": "Running"}})
 
     async def go():
-        rt = op.Runtime()
+        rt = Runtime()
         rt.session = Session()
         rt.stores["pods"].put("u-p", "n1", bare("p", "u-p", None))
         for name in ("a", "b"):
-            op.observe_policy(rt, None, name, body(name, f"u-{name}", 1))
-        await op.reconcile_once(rt, None, 1000.0)
+            policies.observe(rt, None, name, body(name, f"u-{name}", 1))
+        await reconciler.reconcile_once(rt, None, 1000.0)
         key = ("MissingMemoryRequest", "Pod", "ns", "p", "c", "")
         assert rt.first_seen.get(key) == 1000.0 and rt.first_seen._seen[key][1] == 2
-        op.observe_policy(rt, None, "a", body("a", "u-a", 2, {"rules": {"overcommit": {"maxLimitsPercent": 150}}}))
-        await op.reconcile_once(rt, None, 2000.0)
+        policies.observe(rt, None, "a", body("a", "u-a", 2, {"rules": {"overcommit": {"maxLimitsPercent": 150}}}))
+        await reconciler.reconcile_once(rt, None, 2000.0)
         assert rt.first_seen.get(key) == 1000.0 and rt.first_seen._seen[key][1] == 2, "an edit is no new start"
-        op.observe_policy(rt, "DELETED", "b", body("b", "u-b", 1))
+        policies.observe(rt, "DELETED", "b", body("b", "u-b", 1))
         assert rt.first_seen._seen[key][1] == 1
         rt.stores["pods"].put("u-p", "n1", bare("p", "u-p", "1Gi"))
-        await op.reconcile_once(rt, {"n1"}, 3000.0)
+        await reconciler.reconcile_once(rt, {"n1"}, 3000.0)
         assert len(rt.first_seen) == 0, "ended with its last holder"
 
     asyncio.run(go())

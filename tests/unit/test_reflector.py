@@ -373,11 +373,11 @@ def test_a_refusal_backs_off_instead_of_probing():
 
 
 def test_readyz_says_when_the_caches_are_stale():
-    from memory_hygiene.shell import operator as op
+    from memory_hygiene.shell.runtime import Runtime
     from memory_hygiene.shell.main import _http
 
     async def go():
-        rt = op.Runtime()
+        rt = Runtime()
         fresh, stale = SimpleNamespace(resource="pods", stale_since=None), SimpleNamespace(resource="nodes",
                                                                                           stale_since=None)
         rt.reflectors = [fresh, stale]

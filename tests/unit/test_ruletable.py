@@ -10,7 +10,7 @@ from memory_hygiene.core.engine import PolicyEngine, evaluate, snapshot_view
 from memory_hygiene.core.policy import parse_spec
 from memory_hygiene.core.rules import RULES, summarize, violation_order
 from memory_hygiene.crd import crd, reference_markdown
-from memory_hygiene.shell import operator as op
+from memory_hygiene.shell import reconciler
 from tests.unit.test_rules import node, pod
 
 TODAYS_SUMMARY_KEYS = {
@@ -108,8 +108,8 @@ def test_metrics_export_every_rule_from_the_table():
     spec, nodes, pods = _cluster()
     engine = PolicyEngine("tbl", spec)
     engine.refresh(snapshot_view(nodes, pods, []), None, 0.0)
-    state = op.PolicyState(name="tbl", uid="u", generation=1, engine=engine)
-    op._export_metrics(state)
+    state = reconciler.PolicyState(name="tbl", uid="u", generation=1, engine=engine)
+    reconciler.export_gauges(state)
     for r in ruletable.TABLE:
         got = REGISTRY.get_sample_value("memory_hygiene_violations", {"policy": "tbl", "rule": r.metric_label})
         assert got == engine.count(r.name), r.name

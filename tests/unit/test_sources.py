@@ -64,7 +64,7 @@ def test_oom_events_only_normal_or_other_reasons_give_nothing():
 def test_the_declaration_names_every_cache_once():
     assert [s.name for s in sources.SOURCES] == ["pods", "nodes", "events", "namespaces"]
     assert len({s.path for s in sources.SOURCES}) == len(sources.SOURCES)
-    from memory_hygiene.shell import operator as op
+    from memory_hygiene.shell import runtime as op
 
     assert set(op.Runtime().stores) == {s.name for s in sources.SOURCES}
 
@@ -87,13 +87,15 @@ def marked(monkeypatch) -> tuple[tuple[sources.Source, ...], list[str]]:
 
 
 def test_the_operator_watches_what_is_declared(monkeypatch):
-    from memory_hygiene.shell import operator as op
+    from memory_hygiene.shell import runtime as op
 
     patched, _ = marked(monkeypatch)
 
     async def go():
-        rt = op.Runtime()
-        refl = op.reflectors(rt, SimpleNamespace(), chunk=7, watch_list=True)
+        from memory_hygiene.shell.config import Config
+
+        rt = op.Runtime(Config(chunk_size=7, watch_list=True))
+        refl = op.reflectors(rt, SimpleNamespace())
         assert [(r.path, r.field_selector, r.convert, r.chunk, r.watch_list) for r in refl] == \
                [(s.path, s.field_selector, s.convert, 7, True) for s in patched]
         assert [r.store for r in refl] == [rt.stores[s.name] for s in patched]

@@ -3,14 +3,16 @@ status is written when the interval ends (a pass is scheduled for then), the fir
 
 import asyncio
 
-from memory_hygiene.shell import operator as op
+from memory_hygiene.shell import status
+from memory_hygiene.shell.reconciler import PolicyState
+from memory_hygiene.shell.runtime import Runtime
 
 
 class FakeSession:
     def __init__(self):
         self.writes = []
 
-    async def patch_json(self, path, body):
+    async def patch_json(self, path, body, **_):
         assert path == "/apis/memoryhygiene.io/v1alpha1/memorypolicies/p/status"
         self.writes.append(body["status"]["n"])
         return 200, {}
@@ -18,20 +20,20 @@ class FakeSession:
 
 def test_writes_are_paced_and_the_newest_goes_out_when_the_interval_ends():
     async def go():
-        rt = op.Runtime()
-        rt.options.status_interval = 0.3
+        rt = Runtime()
+        rt.config.status_interval = 0.3
         rt.session = FakeSession()
-        state = op.PolicyState(name="p", uid="u", generation=1, engine=None)
-        await op.write_status(rt, state, {"n": 1})
+        state = PolicyState(name="p", uid="u", generation=1, engine=None)
+        await status.write_status(rt, state, {"n": 1})
         assert rt.session.writes == [1], "the first status goes at once"
         rt.changed.clear()
-        await op.write_status(rt, state, {"n": 2})
-        await op.write_status(rt, state, {"n": 3})
+        await status.write_status(rt, state, {"n": 2})
+        await status.write_status(rt, state, {"n": 3})
         assert rt.session.writes == [1], "within the interval: held back"
         await asyncio.wait_for(rt.changed.wait(), 2)  # the scheduled pass
-        await op.write_status(rt, state, {"n": 3})
+        await status.write_status(rt, state, {"n": 3})
         assert rt.session.writes == [1, 3], "the newest, once"
-        await op.write_status(rt, state, {"n": 3})
+        await status.write_status(rt, state, {"n": 3})
         assert rt.session.writes == [1, 3], "unchanged: nothing to write"
 
     asyncio.run(go())
@@ -39,19 +41,19 @@ def test_writes_are_paced_and_the_newest_goes_out_when_the_interval_ends():
 
 def test_the_writer_builds_and_writes_when_due_apart_from_the_passes(monkeypatch):
     class Slow(FakeSession):
-        async def patch_json(self, path, body):
+        async def patch_json(self, path, body, **_):
             await asyncio.sleep(0.05)
             self.writes.append((path.split("/")[-2], body["status"]["n"]))
             return 200, {}
 
     async def go():
-        rt = op.Runtime()
-        rt.options.status_interval = 0.3
+        rt = Runtime()
+        rt.config.status_interval = 0.3
         rt.session = Slow()
         version = {"p": 1, "q": 1, "gone": 1}
-        monkeypatch.setattr(op, "policy_status", lambda rt, state, now: {"n": version[state.name]})
-        writer = asyncio.create_task(op.status_writer(rt))
-        states = {n: op.PolicyState(name=n, uid=n, generation=1, engine=None) for n in ("p", "q", "gone")}
+        monkeypatch.setattr(status, "policy_status", lambda rt, state, now: {"n": version[state.name]})
+        writer = asyncio.create_task(status.writer(rt))
+        states = {n: PolicyState(name=n, uid=n, generation=1, engine=None) for n in ("p", "q", "gone")}
         rt.policies.update(states)
         rt.pending_status.update(states)
         del rt.policies["gone"]  # deleted before its write
@@ -82,21 +84,21 @@ def test_a_status_asked_for_while_an_older_one_is_written_is_written_too():
     write must not clear the need, or a pass skips the unchanged policy and the condition is
     never written."""
     class Slow(FakeSession):
-        async def patch_json(self, path, body):
+        async def patch_json(self, path, body, **_):
             await asyncio.sleep(0.05)
             self.writes.append(body["status"]["n"])
             return 200, {}
 
     async def go():
-        rt = op.Runtime()
+        rt = Runtime()
         rt.session = Slow()
-        state = op.PolicyState(name="p", uid="u", generation=1, engine=None)
-        writing = asyncio.create_task(op.write_status(rt, state, {"n": 1}))
+        state = PolicyState(name="p", uid="u", generation=1, engine=None)
+        writing = asyncio.create_task(status.write_status(rt, state, {"n": 1}))
         await asyncio.sleep(0.01)
-        state.needs_write, state.asked = True, state.asked + 1  # as admission_loop does
+        state.needs_write, state.asked = True, state.asked + 1  # as admission.run does
         await writing
         assert state.needs_write, "still to be written"
-        await op.write_status(rt, state, {"n": 2})
+        await status.write_status(rt, state, {"n": 2})
         assert rt.session.writes == [1, 2] and not state.needs_write
 
     asyncio.run(go())

@@ -5,7 +5,7 @@ Everything about a rule that is not its evaluation is derived from its entry her
 - the report order (``rules.violation_order``: most severe first, the order of :data:`TABLE`);
 - ``status.summary`` (``rules.summarize``, ``PolicyEngine.summary``) and its schema in the CRD
   (``policy.Summary`` is built from :func:`summary_fields`);
-- the ``memory_hygiene_violations`` gauge's ``rule`` label (``shell/operator.py``);
+- the ``memory_hygiene_violations`` gauge's ``rule`` label (``shell/reconciler.py``);
 - the PolicyReport severity (``policyreport.SEVERITY``);
 - the text summary of ``memory-hygiene audit`` (``report_table.py``);
 - the Rules section of docs/memorypolicy.md (``crd.reference_markdown``; a test fails when it drifts).

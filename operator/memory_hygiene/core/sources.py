@@ -1,7 +1,7 @@
 """What is read from the cluster, declared once: for each watched resource its API path, the
 server-side field selector and the conversion to the small tuple a cache keeps.
 
-The operator's list+watch caches (``shell/operator.py`` ``reflectors``) and the one-shot live
+The operator's list+watch caches (``shell/runtime.py`` ``reflectors``) and the one-shot live
 audit (``inputs.load_live``, through ``shell/reflector.read_once``) both take their reads from
 ``SOURCES``, so that the two see the same objects and report the same numbers.
 

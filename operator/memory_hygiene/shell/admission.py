@@ -17,16 +17,21 @@ False with why (RBAC, or the API server refusing an object).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core import admission as A
+from ..core import policy as P
 from ..core.policy import MemoryPolicySpec
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 log = logging.getLogger("memory_hygiene.admission")
 
@@ -271,3 +276,37 @@ def may_list(api_client: Any) -> bool:
         if not authz.create_self_subject_access_review(review).status.allowed:
             return False
     return True
+
+
+async def run(rt: Runtime) -> None:
+    """Keep every MemoryPolicy's admission objects in step with it: on each policy change, and
+    every resync (to read the API server's type-checking warnings, and to repair what someone
+    else changed or deleted). The policies are listed afresh each time, so none is taken for
+    deleted because kopf has not delivered it yet. The outcome is each policy's ``Enforcing``
+    condition, in ``rt.enforcing``; a change asks for a status write."""
+    namespace = operator_namespace()
+    while True:
+        try:
+            await asyncio.wait_for(rt.admission_changed.wait(), timeout=rt.config.resync_seconds)
+        except asyncio.TimeoutError:
+            pass
+        rt.admission_changed.clear()
+        try:
+            assert rt.session is not None
+            items = await rt.session.list_all(f"/apis/{P.GROUP}/{P.VERSION}/{P.PLURAL}")
+            result = await asyncio.to_thread(sync, rt.admission_writer, live_policies(items), namespace,
+                                             rt.admission_may_list)
+        except Exception:  # noqa: BLE001 - keep the loop alive; tried again on the next resync
+            log.exception("admission pass failed")
+            continue
+        rt.admission_may_list = result.listed or (rt.admission_may_list and not result.conditions)
+        generations = {(i.get("metadata") or {}).get("name"): (i.get("metadata") or {}).get("generation")
+                       for i in items}
+        enforcing = {name: (generations.get(name), cond) for name, cond in result.conditions.items()}
+        if enforcing != rt.enforcing:
+            rt.enforcing = enforcing
+            for name in enforcing.keys() | rt.policies.keys():
+                if name in rt.policies:
+                    rt.policies[name].needs_write = True
+                    rt.policies[name].asked += 1
+            rt.changed.set()

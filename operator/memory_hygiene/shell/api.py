@@ -163,6 +163,22 @@ class ApiSession:
         return await self.request("PATCH", path, body=body, content_type="application/merge-patch+json",
                                   timeout=timeout)
 
+    async def list_all(self, path: str, params: dict[str, str] | None = None, limit: int = 500) -> list[dict]:
+        """Every item of a collection, paged (``limit``/``continue``). Raises ``ApiError`` on an
+        answer other than 200."""
+        items: list[dict] = []
+        query = {**(params or {}), "limit": str(limit)}
+        while True:
+            code, body = await self.get_json(path, query)
+            if code != 200 or not isinstance(body, dict):
+                message = body.get("message") if isinstance(body, dict) else body
+                raise ApiError(f"LIST {path}: HTTP {code}: {str(message)[:300]}", code)
+            items.extend(body.get("items") or [])
+            cont = (body.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+            query = {**query, "continue": cont}
+
     def stream(self, path: str, params: dict[str, str]) -> Any:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
         return self.session.get(self.server + path, params=params, headers=self.headers(), timeout=timeout)

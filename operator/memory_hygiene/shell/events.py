@@ -170,23 +170,13 @@ class EventSink:
         """(namespace, pending event name) -> the opposite announcement, waiting for it."""
         self.open: dict[tuple[str, str], Open] = {}
         """Our "started" Events found at startup (``preload``): resolved by the operator once it
-        knows their violation is gone (``shell/operator.py`` resolve_orphans)."""
+        knows their violation is gone (``shell/reconciler.py`` resolve_orphans)."""
 
     # --- the ledger ------------------------------------------------------------------------
 
     async def preload(self) -> int:
         """Read the Events this operator posted before (any replica, any earlier run)."""
-        items: list[dict[str, Any]] = []
-        params = {"fieldSelector": f"source={COMPONENT}", "limit": "500"}
-        while True:
-            code, body = await self.api.get_json("/api/v1/events", params)
-            if code != 200:
-                raise ApiError(f"LIST /api/v1/events: HTTP {code}: {_reason(body)}", code)
-            items.extend(body.get("items") or [])
-            cont = (body.get("metadata") or {}).get("continue")
-            if not cont:
-                break
-            params = {**params, "continue": cont}
+        items = await self.api.list_all("/api/v1/events", {"fieldSelector": f"source={COMPONENT}"})
         for ev in items:
             meta = ev.get("metadata") or {}
             ns, name = meta.get("namespace", ""), meta.get("name", "")

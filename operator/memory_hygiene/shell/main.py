@@ -10,6 +10,8 @@ import socket
 import time
 from typing import Any
 
+from . import config
+
 log = logging.getLogger("memory_hygiene")
 
 
@@ -48,25 +50,23 @@ async def _http(rt: Any, host: str, port: int) -> Any:
     return runner
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def _main(args: argparse.Namespace, settings: config.Config) -> None:
     import kopf
 
-    from . import operator  # registers the handlers
+    import importlib
 
-    rt = operator.runtime()
-    o = rt.options
-    o.max_status_violations = args.max_status_violations
-    o.event_burst, o.event_refill_seconds, o.event_qps = args.event_burst, args.event_refill_seconds, args.event_qps
-    o.status_interval = args.status_interval
-    o.policy_reports, o.policy_report_max_results = args.policy_reports, args.policy_report_max_results
-    runner = await _http(rt, args.http_host, args.http_port) if args.http_port else None
+    from .runtime import Runtime
+
+    importlib.import_module(f"{__package__}.operator")  # registers the kopf handlers
+    rt = Runtime(settings)
+    runner = await _http(rt, settings.http_host, settings.http_port) if settings.http_port else None
     try:
         # One replica (Deployment strategy Recreate). No kopf peering: a paused peer would keep
         # evaluating from stale caches. Two replicas at once (a rollout's overlap) are harmless:
         # they write the same status and each Event once (see docs/design.md).
         # identity given, so kopf does not ask getpass for a user name a random UID may not have
         identity = os.environ.get("POD_NAME") or socket.gethostname()
-        await kopf.operator(clusterwide=True, standalone=True, identity=identity)
+        await kopf.operator(clusterwide=True, standalone=True, identity=identity, memo=kopf.Memo(runtime=rt))
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    if args.max_status_violations < 1 or args.policy_report_max_results < 1 or args.event_burst < 1 or args.event_refill_seconds <= 0 \
-            or args.status_interval < 0:
-        log.error("--max-status-violations, --policy-report-max-results and --event-burst must be >= 1, --event-refill-seconds > 0, "
-                  "--status-interval >= 0")
+    try:
+        settings = config.load(args)
+    except config.ConfigError as err:
+        log.error("%s", err)
         return 2
     try:
-        asyncio.run(_main(args))
+        asyncio.run(_main(args, settings))
     except KeyboardInterrupt:
         pass
     except Exception as err:  # noqa: BLE001 - the reason was logged by the handler; exit visibly

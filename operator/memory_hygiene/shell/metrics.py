@@ -3,6 +3,9 @@ prefix, base units in the name, ``_total`` on counters."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 VIOLATIONS = Gauge(
@@ -115,3 +118,11 @@ POLICY_REPORT_WRITES = Counter(
     "PolicyReport and ClusterPolicyReport writes (--policy-reports), by op (apply, delete) and result (ok, error).",
     ["op", "result"],
 )
+
+
+async def loop_lag_probe(period: float = 0.25) -> None:
+    """Measure how late the event loop runs a timer (a pass or a page parsed in the loop blocks it)."""
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(period)
+        LOOP_LAG.observe(max(0.0, time.monotonic() - t - period))

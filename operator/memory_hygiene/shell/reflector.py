@@ -5,8 +5,8 @@ about 10 ms of CPU per Pod on our machines, so 150,000 Pods take longer to sync 
 operator may (docs/benchmarks.md). A Reflector does what client-go's does, and no more: it
 LISTs a resource in pages, then WATCHes it from the list's resourceVersion (with bookmarks),
 and lists again after 410 Gone; each object is converted at once to the core's small tuple and
-kept per bucket (node name). Read-only: GET requests only. kopf still runs the MemoryPolicy
-side (``shell/operator.py``).
+kept per bucket (node name). Read-only: GET requests only. kopf still watches the
+MemoryPolicies (``shell/operator.py``).
 """
 
 from __future__ import annotations

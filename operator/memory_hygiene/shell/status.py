@@ -1,13 +1,26 @@
-"""A MemoryPolicy's status from its engine: plain dicts, compared before writing."""
+"""A MemoryPolicy's status: built from its engine as plain dicts, compared with the last one
+written, and written (a JSON merge patch of the status subresource, through ``shell/api.py``)
+at most once per ``--status-interval`` per policy, by its own task (``writer``)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.engine import PolicyEngine
 from ..core.rules import Violation
+from ..core import policy as P
 from ..core.snapshot import format_time
+from . import metrics
+
+if TYPE_CHECKING:
+    from .reconciler import PolicyState
+    from .runtime import Runtime
+
+log = logging.getLogger("memory_hygiene.status")
 
 
 def iso(t: float) -> str:
@@ -107,3 +120,112 @@ def invalid_status(message: str, generation: int | None, previous: dict[str, Any
         "violations": [],
         "lastEvaluationTime": iso(now),
     }
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def status_due_in(rt: Runtime, state: PolicyState, now: float) -> float:
+    """Seconds until the policy's next status write may go (at most one per
+    ``--status-interval``; at once when ``needs_write``); 0 or less: now."""
+    return 0.0 if state.needs_write else state.last_write + rt.config.status_interval - now
+
+
+async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any], asked: int | None = None) -> None:
+    """Write a status built when ``state.asked`` was ``asked`` (None: now), at most once per
+    ``--status-interval`` unless ``needs_write``."""
+    if asked is None:
+        asked = state.asked
+    if comparable(status) == comparable(state.last_status) and not state.needs_write:
+        return
+    wait = status_due_in(rt, state, time.monotonic())
+    if wait > 0:
+        if not state.write_due:  # a pass then writes what is newest by that time
+            state.write_due = True
+            asyncio.get_running_loop().call_later(wait, rt.changed.set)
+        return
+    state.write_due = False
+    state.last_write = time.monotonic()
+    try:
+        assert rt.session is not None
+        code, answer = await rt.session.patch_json(
+            f"/apis/{P.GROUP}/{P.VERSION}/{P.PLURAL}/{state.name}/status", {"status": status})
+        if code != 200:
+            raise RuntimeError(f"HTTP {code}: {str(answer)[:300]}")
+        state.last_status = status
+        if state.asked == asked:  # else asked for again while this one was on its way
+            state.needs_write = False
+        metrics.STATUS_WRITES.labels(result="ok").inc()
+    except Exception as err:  # noqa: BLE001 - logged, retried on the next pass
+        metrics.STATUS_WRITES.labels(result="error").inc()
+        log.warning("could not write the status of MemoryPolicy %s: %s", state.name, err)
+
+
+STATUS_WRITERS = 8
+"""Status writes in flight at once (``writer``)."""
+
+
+def policy_status(rt: Runtime, state: PolicyState, now: float) -> dict[str, Any]:
+    """The status of one policy now, from its engine (or its error)."""
+    if state.engine is None:
+        return invalid_status(state.error or "invalid spec", state.generation, state.last_status, now)
+
+    def first_seen(v: Violation) -> str | None:
+        seeded = state.seeded_first_seen.get(status_key(v.rule, v.kind, v.namespace, v.name, v.container))
+        return seeded or rt.first_seen.text(v.key)
+
+    status = build_status(state.engine, state.generation, first_seen, state.last_status,
+                          rt.config.max_status_violations, now)
+    enforcing = rt.enforcing.get(state.name)
+    if enforcing is not None:
+        status["conditions"].append(condition("Enforcing", *enforcing[1], enforcing[0], state.last_status, now))
+    return status
+
+
+async def writer(rt: Runtime) -> None:
+    """Builds and writes the status of the policies the passes changed, when each one's is due
+    (at most one write per policy every ``--status-interval``; the first, and a new generation's,
+    at once), ``STATUS_WRITERS`` at a time. Apart from the passes: 300 policies' statuses, built
+    and written every pass, held up the next pass and the news it brings."""
+    writers = asyncio.Semaphore(STATUS_WRITERS)
+    busy: set[str] = set()
+    tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+
+    async def write(state: PolicyState, status: dict[str, Any], asked: int) -> None:
+        try:
+            async with writers:
+                if rt.policies.get(state.name) is state:  # not deleted or changed meanwhile
+                    await write_status(rt, state, status, asked)
+        finally:
+            busy.discard(state.name)
+            if state.name in rt.pending_status:
+                rt.status_wakeup.set()
+
+    while True:
+        await rt.status_wakeup.wait()
+        rt.status_wakeup.clear()
+        now = time.monotonic()
+        soonest: float | None = None
+        built = 0
+        for name in list(rt.pending_status):
+            state = rt.pending_status.get(name)  # (a pass may have run at the sleep below)
+            if state is None or name in busy:
+                continue
+            if rt.policies.get(name) is not state:  # deleted, or a new generation (pending itself)
+                del rt.pending_status[name]
+                continue
+            wait = status_due_in(rt, state, now)
+            if wait > 0:
+                soonest = wait if soonest is None else min(soonest, wait)
+                continue
+            del rt.pending_status[name]
+            busy.add(name)
+            task = asyncio.create_task(write(state, policy_status(rt, state, time.time()), state.asked))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            built += 1
+            if built % 20 == 0:
+                await asyncio.sleep(0)  # hundreds due at once: let the watches and passes in between
+        if soonest is not None:
+            loop.call_later(soonest, rt.status_wakeup.set)
