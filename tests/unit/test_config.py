@@ -49,3 +49,15 @@ def test_every_bad_value_is_named_at_once():
     for name in ("MEMORY_HYGIENE_EVENT_BURST='many'", "MEMORY_HYGIENE_WATCH_LIST='perhaps'", "--status-interval -1",
                  "--max-status-violations 0"):
         assert name in text
+
+
+def test_the_kubernetes_client_is_not_loaded_before_run_sets_kubeconfig():
+    """kubernetes.config reads $KUBECONFIG once, when it is imported, and kopf's login uses that
+    default: ``run --kubeconfig`` sets the variable, so nothing may load the client before."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from memory_hygiene import cli; cli.build_parser(); "
+            "print('kubernetes.config.kube_config' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"

@@ -217,6 +217,40 @@ def test_one_event_with_ten_thousand_kills_is_read_up_to_the_cap():
     assert sum(i.kills for i in r.oom_kills) == 20
 
 
+def test_the_kernel_text_is_read_once_when_the_event_arrives(monkeypatch):
+    """The Event's kills are read when it is converted; evaluating it (every policy, every pass)
+    reads no text again, and a 700 KB message is not kept, only an excerpt for logs."""
+    text = many_kills(10_000)
+    ev = event(text)
+    assert len(ev.kills) == 10_000 and not ev.more_kills and ev.kills[0].pid == 1000
+    assert len(ev.message) <= 200 and text.startswith(ev.message)
+
+    def no_parse(*_a, **_k):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(kernel, "parse_oom_text_capped", no_parse)
+    monkeypatch.setattr(kernel, "parse_oom_text", no_parse)
+    for cap in (20, 500):
+        r = run([ev], {"rules": {"silentOOM": {"maxKillsPerEvent": cap}}}, pods=[])
+        assert sum(i.kills for i in r.oom_kills) == cap
+
+
+def test_an_event_is_read_up_to_the_largest_cap_a_policy_may_ask_for():
+    kills, more = kernel.parse_oom_text_capped(many_kills(12), 10)
+    assert len(kills) == 10 and more
+    from memory_hygiene.core import events as core_events
+
+    saved = core_events.MAX_KILLS_PER_TEXT
+    try:
+        core_events.MAX_KILLS_PER_TEXT = 10
+        ev = event(many_kills(12))
+    finally:
+        core_events.MAX_KILLS_PER_TEXT = saved
+    assert len(ev.kills) == 10 and ev.more_kills
+    r = run([ev], {"rules": {"silentOOM": {"maxKillsPerEvent": 10}}}, pods=[])
+    assert [s.cause for s in r.skipped] == ["kills_per_event"], "more than the Event held: said"
+
+
 def test_incidents_per_node_are_capped_newest_kept():
     events = [event(killed_line(pid=5000 + i, adj=999), t=fmt_time(NOW - 3000 + i * 2), name=f"e{i}")
               for i in range(50)]

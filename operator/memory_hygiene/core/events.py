@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from .kernel import clean_text
+from .kernel import MAX_KILLS_PER_TEXT, clean_text, parse_oom_text_capped
 from .resources import mapping
 from .snapshot import MalformedObjectError, _str, _time
 from .types import OOMEventInfo
+
+MESSAGE_EXCERPT = 200
+"""Characters of an OOM Event's text kept for logs; its kills are read from all of it."""
 
 OOM_REASONS = ("OOMKilling", "SystemOOM")
 """Event reasons that report a kernel OOM kill. Which sources a policy believes is its own
@@ -48,13 +51,17 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
     if isinstance(count, bool) or not isinstance(count, int):
         raise MalformedObjectError(event, "count", f"expected an integer, got {type(count).__name__}")
     message_field = "message" if event.get("message") is not None else "note"
+    text = _str(event, event.get(message_field), message_field)
+    # The kernel's text is read here, once, when the Event arrives: not by every policy at every
+    # pass, and a 700 KB Event is not kept, only its kills (at most MAX_KILLS_PER_TEXT).
+    kills, more = parse_oom_text_capped(text, MAX_KILLS_PER_TEXT)
     name = _str(event, meta.get("name"), "metadata.name")
     return OOMEventInfo(
         uid=_str(event, meta.get("uid"), "metadata.uid")
         or f"{_str(event, meta.get('namespace'), 'metadata.namespace')}/{name}",
         reason=reason,
         node=node,
-        message=_str(event, event.get(message_field), message_field),
+        message=text[:MESSAGE_EXCERPT],
         first_time=first,
         last_time=last,
         count=count,
@@ -63,4 +70,6 @@ def oom_event_info(event: dict) -> OOMEventInfo | None:
         or _str(event, event.get("reportingController"), "reportingController"),  # events.k8s.io/v1
         name=name,
         namespace=sys.intern(_str(event, meta.get("namespace"), "metadata.namespace")),  # "default", shared
+        kills=kills,
+        more_kills=more,
     )

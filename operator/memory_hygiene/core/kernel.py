@@ -54,7 +54,6 @@ patterns are searched for anywhere in a line.
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Literal, NamedTuple
 
@@ -579,13 +578,9 @@ def parse_oom_text(text: str) -> list[OOMKill]:
     return list(parse_oom_text_capped(text, None)[0])
 
 
-_CACHED_TEXT = 8192
-"""Longer texts are parsed each time (the cache holds at most 1024 x 8 KiB)."""
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_cached(text: str, max_kills: int | None) -> tuple[tuple[OOMKill, ...], bool]:
-    return _parse(text, max_kills)
+MAX_KILLS_PER_TEXT = 100_000
+"""Kills read from one Event's text at most, when it arrives (``core/events.py``); a policy's
+``maxKillsPerEvent`` may ask for fewer, never more."""
 
 
 def _parse(text: str, max_kills: int | None) -> tuple[tuple[OOMKill, ...], bool]:
@@ -604,10 +599,9 @@ def parse_oom_text_capped(text: str, max_kills: int | None) -> tuple[tuple[OOMKi
     """The first ``max_kills`` kills of ``text`` (all when None), and whether there were more.
 
     The text is read no further than the kill past the cap, so one Event holding thousands of
-    kill lines costs what the cap allows. Results are cached by text: every policy evaluating
-    the same Event (and every pass) shares one parse. Never raises."""
+    kill lines costs what the cap allows. Never raises."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", "replace")
     if not isinstance(text, str) or not text:
         return (), False
-    return _parse_cached(text, max_kills) if len(text) <= _CACHED_TEXT else _parse(text, max_kills)
+    return _parse(text, max_kills)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic.alias_generators import to_camel
 
 from . import ruletable
+from .kernel import MAX_KILLS_PER_TEXT
 from .quantity import QuantityError, parse_bytes
 
 GROUP = "memoryhygiene.io"
@@ -262,7 +263,7 @@ class SilentOOMRule(_Model):
     max_kills_per_event: int = Field(
         default=500,
         ge=1,
-        le=100000,
+        le=MAX_KILLS_PER_TEXT,
         description="Kills read from one Event at most; the rest of its message is left out, counted "
         "(memory_hygiene_oom_skipped_total) and logged once.",
     )

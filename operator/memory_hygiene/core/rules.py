@@ -518,7 +518,8 @@ def _kills_from_events(
             if skipped is not None:
                 skipped.append(why)
             continue
-        kills, capped = kernel.parse_oom_text_capped(ev.message, max_kills)
+        kills = ev.kills if max_kills is None else ev.kills[:max_kills]
+        capped = ev.more_kills or len(ev.kills) > len(kills)
         if not kills:
             unparsed.append(ev)
             continue

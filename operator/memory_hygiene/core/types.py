@@ -7,7 +7,10 @@ Byte counts are ints; an unknown or unset amount is None. Times are POSIX second
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from .kernel import OOMKill
 
 Labels = tuple[tuple[str, str], ...]
 """Labels as sorted (key, value) pairs, so they hash and compare."""
@@ -92,12 +95,14 @@ class NodeInfo(NamedTuple):
 
 class OOMEventInfo(NamedTuple):
     """An Event whose reason is OOMKilling (node-problem-detector, or any source using the
-    same reason) or SystemOOM (kubelet)."""
+    same reason) or SystemOOM (kubelet), with the kills its text tells of, read once when it
+    arrives (``core/events.py``)."""
 
     uid: str
     reason: str
     node: str
     message: str
+    """The first ``MESSAGE_EXCERPT`` characters of its text, for logs (the kills are below)."""
     first_time: float | None
     last_time: float | None
     count: int
@@ -108,3 +113,7 @@ class OOMEventInfo(NamedTuple):
     namespace: str = ""
     """metadata.namespace: reporters post Node Events in ``default``; elsewhere they are not
     theirs (anyone who may create Events in a namespace of their own could post one)."""
+    kills: tuple[OOMKill, ...] = ()
+    """The kills its text tells of, in the order printed (at most ``kernel.MAX_KILLS_PER_TEXT``)."""
+    more_kills: bool = False
+    """Its text told of more kills than ``kills`` holds."""

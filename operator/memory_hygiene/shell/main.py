@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     for h in logging.getLogger().handlers:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.kubeconfig:  # before the kubernetes client is imported: it reads KUBECONFIG once, then
+        os.environ["KUBECONFIG"] = args.kubeconfig  # (kopf's login uses its default)
     try:
         settings = config.load(args)
     except config.ConfigError as err:

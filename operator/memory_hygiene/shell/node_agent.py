@@ -37,7 +37,6 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from ..core import kmsg
-from ..core.snapshot import format_time
 from .ratelimit import TokenBuckets
 
 log = logging.getLogger("memory_hygiene.node_agent")
@@ -95,10 +94,14 @@ class Item:
 
 
 def _iso(t: float) -> str:
+    from ..core.snapshot import format_time  # not at import: it loads the kubernetes client (see main.run)
+
     return format_time(t)
 
 
 def _micro(t: float) -> str:
+    from ..core.snapshot import format_time
+
     return format_time(t, micro=True)
 
 
