@@ -95,3 +95,38 @@ def test_first_seen_is_kept_once_for_every_policy_holding_a_violation():
         assert len(rt.first_seen) == 0, "ended with its last holder"
 
     asyncio.run(go())
+
+
+def test_a_pass_lets_the_event_loop_run_and_skips_a_policy_deleted_meanwhile(monkeypatch):
+    """A pass over many policies yields to the event loop (the watches and Event posts go on);
+    a policy deleted during one of those yields is not evaluated after it let go of what it held."""
+    from memory_hygiene.core.snapshot import pod_info
+
+    monkeypatch.setattr(reconciler, "YIELD_SECONDS", 0.0)  # yield after every policy
+
+    async def go():
+        rt = Runtime()
+        rt.stores["pods"].put("u-p", "n1", pod_info({
+            "kind": "Pod", "metadata": {"name": "p", "namespace": "ns", "uid": "u-p"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {"phase": "Running"}}))
+        for i in range(20):
+            policies.observe(rt, None, f"p{i}", body(f"p{i}", f"u{i}", 1))
+        ran: list[int] = []
+
+        async def other_task():
+            for n in range(1000):
+                ran.append(n)
+                if n == 3:  # while the pass runs: the last policy is deleted
+                    policies.observe(rt, "DELETED", "p19", body("p19", "u19", 1))
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_task())
+        busy = await reconciler.reconcile_once(rt, None, 1000.0)
+        other.cancel()
+        assert len(ran) >= 10, "the event loop ran between policies"
+        assert busy > 0
+        key = ("MissingMemoryRequest", "Pod", "ns", "p", "c", "")
+        assert rt.first_seen._seen[key][1] == 19, "held by the 19 policies left, not by the deleted one"
+        assert "p19" not in rt.pending_status
+
+    asyncio.run(go())
