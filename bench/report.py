@@ -29,7 +29,8 @@ def _fmt_ratios(d) -> str:
 
 def main() -> int:
     rows, tagged = [], []
-    for p in sorted((HERE / "results").glob("*.json"), key=lambda p: int(p.stem.split("-")[0])):
+    sized = [p for p in (HERE / "results").glob("*.json") if p.stem.split("-")[0].isdigit()]  # not policies-*.json
+    for p in sorted(sized, key=lambda p: int(p.stem.split("-")[0])):
         r = json.loads(p.read_text())
         r["_file"] = p.name
         (rows if p.stem.isdigit() else tagged).append(r)
