@@ -29,7 +29,8 @@ def _fmt_ratios(d) -> str:
 
 def main() -> int:
     rows, tagged = [], []
-    for p in sorted((HERE / "results").glob("*.json"), key=lambda p: int(p.stem.split("-")[0])):
+    sized = [p for p in (HERE / "results").glob("*.json") if p.stem.split("-")[0].isdigit()]  # not policies-*.json
+    for p in sorted(sized, key=lambda p: int(p.stem.split("-")[0])):
         r = json.loads(p.read_text())
         r["_file"] = p.name
         (rows if p.stem.isdigit() else tagged).append(r)
@@ -72,6 +73,28 @@ def main() -> int:
             f"| {f(ra.get('popeye_wall_over_audit'), 2)} | {_fmt_ratios(fop.get('memory_hygiene_audit'))} "
             f"| {_fmt_ratios(fop.get('popeye'))} |")
     out.append("")
+    floors = [r for r in rows + tagged if r.get("floor")]
+    if floors:
+        out.append("| pods [file] | operator: initial sync (caches filled, its log) / CPU to sync / peak RSS to sync "
+                   "| floor, bytes only: wall (streams) / CPU / peak RSS | floor, + orjson.loads: wall (streams) / CPU "
+                   "/ peak RSS | initial sync ÷ floor wall (bytes, + orjson) | caches filled ÷ floor streams |")
+        out.append("|---|---|---|---|---|---|")
+        for r in floors:
+            o, fl, ratio = r.get("operator") or {}, r["floor"], r.get("sync_vs_floor") or {}
+
+            def cell(m: str) -> str:
+                x = fl.get(m) or {}
+                if x.get("error"):
+                    return f"error: {x['error'][:80]}"
+                return (f"{f(x.get('wall_s'), 2, ' s')} ({f(x.get('streams_s'), 2, ' s')}) / {f(x.get('cpu_s'), 2, ' s')} "
+                        f"/ {f(x.get('peak_rss_mb'), 0, ' MB')}")
+
+            fill = r.get("fill_vs_floor_streams") or {}
+            out.append(f"| {r['pods']:,} [{r['_file']}] | {f(o.get('sync_s'), 1, ' s')} ({f(o.get('caches_filled_in_s'), 1, ' s')}) "
+                       f"/ {f(o.get('cpu_at_sync_s'), 1, ' s')} / {f(o.get('hwm_mb_at_sync'), 0, ' MB')} "
+                       f"| {cell('bytes')} | {cell('decode')} | {f(ratio.get('bytes'), 1)}, {f(ratio.get('decode'), 1)} "
+                       f"| {f(fill.get('bytes'), 1)}, {f(fill.get('decode'), 1)} |")
+        out.append("")
     for r in rows + tagged:
         c = r.get("churn")
         if not c:

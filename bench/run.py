@@ -10,7 +10,9 @@ project's .venv) is started and measured: time to a complete and correct MemoryP
 RSS and CPU, the API requests it makes (the apiserver's audit log, filtered to the operator's
 client certificate), the Events it posts (a watch on source=memory-hygiene); the same cluster is
 audited by ``memory-hygiene audit``, Popeye and Polaris; churn (pods created and deleted at a
-steady rate, plus OOM kills) gives violation-to-Event latency. Results: bench/results/<size>.json.
+steady rate, plus OOM kills) gives violation-to-Event latency; once the operator has stopped,
+bench/floor.py receives the same watch-list streams and discards them (the floor under the initial
+sync). Results: bench/results/<size>.json.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ sys.path.insert(0, str(HERE))
 import yaml  # noqa: E402
 
 from cluster import BenchCluster, lc, parse_audit  # noqa: E402
+from floor import SOURCES_PY, run_floor  # noqa: E402
 from generator import (PODS_PER_NODE, Expected, LoadState, Plan, load, make_pod, npd_oom_event,  # noqa: E402
                        pod_status, post_oom_events)
 from kube import Kube  # noqa: E402
@@ -49,6 +52,10 @@ POLICY_PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 MH = os.environ.get("MH_EXE") or str(ROOT / ".venv" / "bin" / "memory-hygiene")
 """The operator under test: the project's .venv, or MH_EXE (e.g. a venv pinned to one commit, since
 the working tree may move while a long sweep runs)."""
+_MH_PYTHON = Path(MH).with_name("python")
+FLOOR_PYTHON = os.environ.get("MH_FLOOR_PYTHON") or (str(_MH_PYTHON) if os.access(_MH_PYTHON, os.X_OK) else sys.executable)
+"""bench/floor.py runs in the operator's interpreter (the same Python, aiohttp and orjson), else in
+this one's, or MH_FLOOR_PYTHON."""
 MB = 1 << 20
 BENCH_BIN = lc.cache_dir() / "bench-bin"
 POPEYE_RSS_LIMIT = int(float(os.environ.get("POPEYE_RSS_LIMIT_GIB", "10")) * (1 << 30))
@@ -693,6 +700,21 @@ async def measure_size(cluster: BenchCluster, kube: Kube, state: LoadState, size
             result["events_churn"] = events.rate_stats(c["t0"], c["t1"])
         result["events"] = events.rate_stats(op.started, t_end)
 
+        # The floor, on the same loaded cluster, once the operator has stopped (while it runs, the
+        # two would share the 2 cores and the floor would change its steady-state numbers).
+        result["floor"] = await measure_floor(cluster, workdir)
+        floors = {m: f for m, f in result["floor"].items() if isinstance(f, dict) and not f.get("error")}
+        result["sync_vs_floor"] = {m: round(res["sync_s"] / f["wall_s"], 2) for m, f in floors.items() if f.get("wall_s")}
+        # Like with like, without either's start: the operator's own "caches filled in" (its
+        # reflectors' start to the last end bookmark) over the floor's streams.
+        filled = re.findall(r"caches filled in ([0-9.]+)s", _tail(workdir / "operator.log", 1 << 20))
+        if filled:
+            res["caches_filled_in_s"] = float(filled[-1])
+            result["fill_vs_floor_streams"] = {m: round(float(filled[-1]) / f["streams_s"], 2)
+                                               for m, f in floors.items() if f.get("streams_s")}
+        log(f"initial sync {res['sync_s']} s / floor: {result['sync_vs_floor']}; caches filled "
+            f"{res.get('caches_filled_in_s')} s / floor streams: {result.get('fill_vs_floor_streams')}")
+
         if size in args.experiments:
             # kopf's own settings only where the operator as it is can sync at all (see docs); the
             # reflector variants at the larger sizes.
@@ -708,6 +730,41 @@ async def measure_size(cluster: BenchCluster, kube: Kube, state: LoadState, size
             op.stop()
         result["apiserver_rss_mb_end"] = round(_rss(cluster.apiserver_pid) / MB) if cluster.apiserver_pid else None
         result["etcd_rss_mb_end"] = round(_rss(cluster.etcd_pid) / MB) if cluster.etcd_pid else None
+
+
+def operator_sources_py(python: str) -> Path:
+    """The core/sources.py of the operator under test (MH_EXE may be another commit's venv)."""
+    try:
+        out = subprocess.run([python, "-c", "import memory_hygiene.core.sources as s; print(s.__file__)"],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode == 0 and Path(out.stdout.strip()).is_file():
+            return Path(out.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return SOURCES_PY
+
+
+async def measure_floor(cluster: BenchCluster, workdir: Path) -> dict[str, Any]:
+    """bench/floor.py, bytes only and then with orjson.loads per line, each a process of its own,
+    with the admin certificate (so that the audit log's count of the operator's requests stays
+    the operator's)."""
+    sources_py = await asyncio.to_thread(operator_sources_py, FLOOR_PYTHON)
+    out: dict[str, Any] = {"python": FLOOR_PYTHON, "sources_py": str(sources_py)}
+    pids = [cluster.apiserver_pid, cluster.etcd_pid, os.getpid()]
+    for decode in (False, True):
+        snap0 = cpu_snapshot(pids)
+        r = await asyncio.to_thread(run_floor, cluster.kubeconfig, decode, workdir, FLOOR_PYTHON, sources_py)
+        snap1 = cpu_snapshot(pids)
+        c = contention(snap0, snap1)
+        wall = max(snap1[0] - snap0[0], 1e-9)
+        c["floor_cores"] = round((r.get("cpu_s") or 0) / wall, 2)
+        c["other_processes_cores"] = round(c["other_processes_cores"] - c["floor_cores"], 2)
+        r["contention"] = c
+        out[r.get("mode", "decode" if decode else "bytes")] = r
+        log(f"floor [{r.get('mode')}]: wall {r.get('wall_s')} s (streams {r.get('streams_s')} s), CPU {r.get('cpu_s')} s, "
+            f"peak RSS {r.get('peak_rss_mb')} MB, {r.get('objects')} objects, {round((r.get('bytes') or 0) / MB)} MB "
+            f"{r.get('error', '')}")
+    return out
 
 
 def checkers(cluster: BenchCluster, workdir: Path, exp: Expected) -> dict[str, Any]:
@@ -869,6 +926,14 @@ def print_row(r: dict[str, Any]) -> None:
     print(f"  Events: {ev.get('events')} posted, max {ev.get('max_per_second')}/s, max "
           f"{ev.get('max_per_10s_window')} per 10 s, max {ev.get('max_per_object')} per object; "
           f"operator metrics {r.get('operator_metrics')}")
+    fl = r.get("floor") or {}
+    for mode in ("bytes", "decode"):
+        f = fl.get(mode)
+        if f:
+            print(f"  floor [{mode}]: wall {f.get('wall_s')} s, CPU {f.get('cpu_s')} s, peak RSS {f.get('peak_rss_mb')} MB; "
+                  f"initial sync / floor {(r.get('sync_vs_floor') or {}).get(mode)}; streams {f.get('streams_s')} s, "
+                  f"operator's caches filled / floor's streams {(r.get('fill_vs_floor_streams') or {}).get(mode)} "
+                  f"{f.get('error', '')}")
     if c:
         print(f"  churn {c.get('achieved_create_rate')}/s: pod->Event p50 {c['pod']['p50_s']} s p99 "
               f"{c['pod']['p99_s']} s; OOM->Event p50 {c['oom']['p50_s']} s p99 {c['oom']['p99_s']} s")

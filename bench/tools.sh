@@ -15,8 +15,10 @@ mkdir -p "$BIN"
 
 if [ ! -x "$HERE/.venv/bin/python" ]; then
   python3 -m venv "$HERE/.venv"
-  "$HERE/.venv/bin/pip" install -q aiohttp pyyaml matplotlib psutil py-spy
+  "$HERE/.venv/bin/pip" install -q aiohttp orjson pyyaml matplotlib psutil py-spy
 fi
+# orjson: bench/floor.py --decode (the operator's decoder); added later than the venv may be.
+"$HERE/.venv/bin/python" -c 'import orjson' 2>/dev/null || "$HERE/.venv/bin/pip" install -q orjson
 
 if [ ! -x "$BIN/popeye" ]; then
   tmp=$(mktemp -d)
