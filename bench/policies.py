@@ -173,7 +173,8 @@ async def main() -> int:
             "when": iso(), "pods": args.pods, "nodes": len(plan.nodes), "policies": args.policies,
             "flood_kills": args.flood_kills, "ready_s": ready_s, "rss_ready_mb": round(rss_ready / MB, 1),
             "policies_created_s": created_s, "every_status_s": all_status_s,
-            "peak_rss_mb": round(max(stopped.get("peak_rss_bytes", 0), sampler.hwm) / MB, 1),
+            # its own VmHWM: a child's exit ru_maxrss starts at this script's peak (bench/run.py)
+            "peak_rss_mb": round(max(mem.get("VmHWM", 0), sampler.hwm) / MB, 1),
             "rss_end_mb": round(mem.get("VmRSS", 0) / MB, 1), "cpu_s": stopped.get("cpu_s"),
             "control_pods": len(waits), "control_posted": len(got),
             "control_wait_max_s": max(got) if got else None,

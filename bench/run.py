@@ -42,7 +42,7 @@ from floor import SOURCES_PY, run_floor  # noqa: E402
 from generator import (PODS_PER_NODE, Expected, LoadState, Plan, load, make_pod, npd_oom_event,  # noqa: E402
                        pod_status, post_oom_events)
 from kube import Kube  # noqa: E402
-from measure import Operator, Sampler, run_measured  # noqa: E402
+from measure import Operator, Sampler, proc_mem, run_measured  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -685,9 +685,13 @@ async def measure_size(cluster: BenchCluster, kube: Kube, state: LoadState, size
         op_metrics = op.get("/metrics")[1]
         result["operator_metrics"] = {m.group(1): float(m.group(2)) for m in re.finditer(
             r"^(memory_hygiene_events_(?:posted|dropped)_total\{[^}]*\}) ([0-9.e+]+)$", op_metrics, re.M)}
+        # The operator's own high-water mark (/proc VmHWM), read last just before it stops. Not
+        # its exit rusage: a child's ru_maxrss starts at its parent's peak (exec keeps it), and
+        # this script holds the whole load plan (at 150k, more than the operator).
+        sampler.hwm = max(sampler.hwm, proc_mem(op.proc.pid).get("VmHWM", 0))
         result["operator_exit"] = op.stop()
         ops.remove(op)
-        result["peak_rss_mb"] = round(max(sampler.hwm, result["operator_exit"].get("peak_rss_bytes", 0)) / MB, 1)
+        result["peak_rss_mb"] = round(sampler.hwm / MB, 1)
         result["cpu_total_s"] = result["operator_exit"].get("cpu_s")
         await asyncio.sleep(2)  # the audit log is written in batches
         recs = parse_audit(cluster.audit_log, op.started)
