@@ -38,7 +38,11 @@ def _audit(args: argparse.Namespace) -> int:
             if now is None:
                 raise InputError(f"--now: not an RFC 3339 time: {args.now!r}")
         elif args.file and snap.newest_time is not None:
-            now = snap.newest_time
+            # A snapshot shows what kubelet had reported when it was taken: its kills are judged
+            # as settled (rules.SETTLE_SECONDS after the newest of its times).
+            from .core.rules import SETTLE_SECONDS
+
+            now = snap.newest_time + SETTLE_SECONDS
         else:
             now = time.time()
     except InputError as err:
@@ -105,8 +109,9 @@ def build_parser(prog: str = "memory-hygiene") -> argparse.ArgumentParser:
     audit.add_argument("-o", "--output", choices=["table", "json"], default="table", help="output format")
     audit.add_argument(
         "--now", metavar="TIME",
-        help="evaluate as of this RFC 3339 time (default: for files, the newest timestamp in them; for "
-        "the live cluster, now); OOM events older than the policy's lookback are left out",
+        help="evaluate as of this RFC 3339 time (default: for files, 10 s after the newest timestamp in them, "
+        "so that their OOM kills are judged; for the live cluster, now); OOM events older than the policy's "
+        "lookback are left out, and a kill less than 10 s old is pending (not judged silent yet)",
     )
     audit.add_argument("--kubeconfig", help="kubeconfig file for the live cluster (default: $KUBECONFIG)")
     audit.add_argument("--context", help="kubeconfig context")

@@ -14,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from memory_hygiene.core.engine import evaluate
 from memory_hygiene.core.events import oom_event_info
 from memory_hygiene.core.kernel import parse_oom_text
@@ -314,3 +316,76 @@ def test_npd_rule_of_the_docs_carries_the_memcg_path():
         assert messages, name
         [kill] = parse_oom_text(messages[0])
         assert kill.pid == pid and kill.pod_uid and kill.container_id, (name, kill)
+
+
+# --- silent or visible: judged once kubelet has had the time; a crash loop's older instances ----
+
+
+def _at(pods, now_offset):
+    text = kernel_text(AKS)
+    return evaluate("p", parse_spec({}), [node(capacity="7Gi")], pods, [event(text, AKS_T)],
+                    parse_time(AKS_T) + now_offset)
+
+
+def _killed_instance_running(uid=AKS_UID):
+    """The pod as kubelet shows it before it has reported anything: the killed instance is current."""
+    return pod("alloc-mem-leak", uid, {"alloc-mem": ({}, {"containerID": f"containerd://{AKS_KILLED_CID}"})},
+               ns="alloc-tests")
+
+
+def test_a_kill_is_pending_until_kubelet_had_the_time_to_report_it():
+    """The node agent posts at once; kubelet reports a PID-1 kill (OOMKilled, restarted) a moment
+    later. Judged in between, a visible kill was announced as silent (seen on the real node)."""
+    from memory_hygiene.core.rules import SETTLE_SECONDS
+
+    r = _at([_killed_instance_running()], 1)
+    [k] = r.oom_kills
+    assert (k.pod, k.pending, k.silent) == ("alloc-mem-leak", True, False)
+    assert silent(r) == [] and r.summary()["silentOOMKills"] == 0
+    # kubelet reported the OOMKilled restart meanwhile: visible, never announced as silent
+    [k] = _at([aks_pod()], SETTLE_SECONDS).oom_kills
+    assert (k.container, k.pending, k.silent) == ("alloc-mem", False, False)
+    # it did not (the container kept running): silent, once settled
+    r = _at([_killed_instance_running()], SETTLE_SECONDS)
+    [k] = r.oom_kills
+    assert (k.container, k.pending, k.silent) == ("alloc-mem", False, True)
+    assert [v.name for v in silent(r)] == ["alloc-mem-leak"]
+
+
+def test_a_kill_in_an_instance_restarted_more_than_once_since_is_one_of_the_pods_oomkilled_restarts():
+    """A crash loop (seed 000 case 1-2 on the real node): kubelet keeps only the last termination,
+    so the first kills' container IDs are neither current nor last. The pod's OOMKilled restarts
+    are where Kubernetes recorded them: not silent. Without any OOMKilled termination on the pod,
+    the instance was replaced for another reason: silent."""
+    later = "2022-01-14T18:04:00Z"  # the last termination, minutes after the kill (past the window)
+    status = {"containerID": f"containerd://{AKS_CURRENT_CID}", "restartCount": 3,
+              "lastState": {"terminated": {"containerID": "containerd://" + "c" * 64, "exitCode": 137,
+                                           "reason": "OOMKilled", "finishedAt": later}}}
+    crash_loop = pod("alloc-mem-leak", AKS_UID, {"alloc-mem": ({}, status)}, ns="alloc-tests")
+    [k] = _at([crash_loop], 300).oom_kills
+    assert (k.pod, k.container, k.silent) == ("alloc-mem-leak", None, False)
+    assert "OOMKilled restarts" in k.reason and "neither a current nor the last" in k.reason
+    status["lastState"]["terminated"].update(reason="Error", exitCode=1)
+    other_reason = pod("alloc-mem-leak", AKS_UID, {"alloc-mem": ({}, status)}, ns="alloc-tests")
+    [k] = _at([other_reason], 300).oom_kills
+    assert (k.pod, k.container, k.silent) == ("alloc-mem-leak", None, True)
+
+
+def test_a_pending_kill_whose_pod_went_is_judged_silent_once_settled():
+    from memory_hygiene.core.engine import PolicyEngine, snapshot_view
+    from memory_hygiene.core.rules import SETTLE_SECONDS
+
+    text = kernel_text(AKS)
+    engine = PolicyEngine("p", parse_spec({}))
+    nodes, events, t0 = [node(capacity="7Gi")], [event(text, AKS_T)], parse_time(AKS_T)
+    engine.refresh(snapshot_view(nodes, [_killed_instance_running()], events), None, t0 + 1)
+    [k] = engine.oom_kills()
+    assert k.pending and engine.next_expiry() == pytest.approx(t0 + SETTLE_SECONDS)
+    engine.refresh(snapshot_view(nodes, [], events), {"n1"}, t0 + 2)  # the pod is deleted, kill pending
+    assert [(k.pod, k.pending) for k in engine.oom_kills()] == [("alloc-mem-leak", True)]
+    # nothing changes in the cluster: the refresh at the settle time judges it (what the loop wakes for)
+    engine.refresh(snapshot_view(nodes, [], events), set(), t0 + SETTLE_SECONDS)
+    [k] = engine.oom_kills()
+    assert (k.pod, k.pending, k.silent) == ("alloc-mem-leak", False, True)
+    started, _ = engine.transitions()
+    assert [key[0] for key in started] == ["SilentOOMKill"]

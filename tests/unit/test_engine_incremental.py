@@ -10,7 +10,7 @@ import pytest
 
 from memory_hygiene.core.engine import UNSCHEDULED, PolicyEngine, evaluate, snapshot_view
 from memory_hygiene.core.policy import parse_spec
-from memory_hygiene.core.rules import sort_violations
+from memory_hygiene.core.rules import SETTLE_SECONDS, sort_violations
 from memory_hygiene.core.snapshot import parse_time
 from tests.unit.test_rules import T0, killed, node, oom_event, pod
 
@@ -139,7 +139,7 @@ def test_who_an_oom_kill_was_attributed_to_outlives_its_pod(how):
     other = pod("b", {"c": {"requests": "512Mi", "limits": "2Gi"}}, uid="u-b")
     events = [oom_event(killed(10, score=875), t=T0), oom_event(killed(11, score=875), t=T0, uid="ev2")]
     nodes = [node("n1")]
-    engine = _engine_over_time(spec, [(nodes, [victim, other], events, t0 + 5)])
+    engine = _engine_over_time(spec, [(nodes, [victim, other], events, t0 + SETTLE_SECONDS)])
     [incident] = engine.oom_kills()
     assert (incident.pod, incident.kills, incident.pids) == ("a", 2, (10, 11)), "one group incident"
     keys_before = sorted(v.key for v in engine.violations())

@@ -130,3 +130,17 @@ def test_a_pass_lets_the_event_loop_run_and_skips_a_policy_deleted_meanwhile(mon
         assert "p19" not in rt.pending_status
 
     asyncio.run(go())
+
+
+def test_the_loop_wakes_up_when_a_result_changes_with_time_alone():
+    """A pending OOM kill is judged SETTLE_SECONDS after it: the reconcile loop wakes up for it
+    (not only at the next resync, 30 s later)."""
+    from types import SimpleNamespace
+
+    rt = runtime()
+    assert reconciler.next_wakeup(rt, 1000.0) == rt.config.resync_seconds
+    rt.policies["p"] = SimpleNamespace(engine=SimpleNamespace(next_expiry=lambda: 1003.0))
+    rt.policies["q"] = SimpleNamespace(engine=SimpleNamespace(next_expiry=lambda: None))
+    rt.policies["bad"] = SimpleNamespace(engine=None)
+    assert 3.0 <= reconciler.next_wakeup(rt, 1000.0) <= 3.1
+    assert 0.0 <= reconciler.next_wakeup(rt, 1010.0) <= 0.1, "overdue: at once"

@@ -5,6 +5,7 @@ import pytest
 from memory_hygiene.core.engine import PolicyEngine, evaluate, snapshot_view
 from memory_hygiene.core.events import oom_event_info
 from memory_hygiene.core.policy import parse_spec
+from memory_hygiene.core.rules import SETTLE_SECONDS
 from memory_hygiene.core.snapshot import node_info, parse_time, pod_info
 
 GI = 2**30
@@ -62,7 +63,8 @@ def killed(pid, comm="worker", score=None, rss_kb=100_000):
 
 
 def run(nodes, pods, events=(), spec=None, now=T0, namespaces=None):
-    return evaluate("p", parse_spec(spec or {}), nodes, pods, events, parse_time(now) + 1, namespaces)
+    """Evaluated once a kill at ``now`` is settled (rules.SETTLE_SECONDS: kubelet's report had the time)."""
+    return evaluate("p", parse_spec(spec or {}), nodes, pods, events, parse_time(now) + SETTLE_SECONDS, namespaces)
 
 
 def keys(report):

@@ -28,6 +28,7 @@ from .rules import (
     node_selected,
     oom_incidents,
     select_incidents,
+    settles_at,
     silent_violation,
     sort_violations,
     violation_order,
@@ -243,6 +244,9 @@ def evaluate_bucket(spec: MemoryPolicySpec, keys: PolicyKeys, name: str, view: C
         unparsed, skipped = list(shared_unparsed), list(shared_skipped)
         incidents = select_incidents(spec, everyone, view.namespaces, skipped)
         violations.extend(shared.silent(i, node) for i in incidents if i.silent)
+        settle = settles_at(incidents)  # a pending kill is judged then
+        if settle is not None and (expires is None or settle < expires):
+            expires = settle
     elif not events:
         shared.forget_oom(name, keys.oom)
     return BucketResult(
@@ -289,6 +293,8 @@ class PolicyEngine:
     _worst_n: int = 0
     keys: PolicyKeys = field(init=False)
     _own: Shared = field(init=False)
+    _expiring: dict[str, float] = field(default_factory=dict)
+    """bucket -> its result's ``expires`` (only the buckets with OOM events have one)."""
 
     def __post_init__(self) -> None:
         self.keys = PolicyKeys.of(self.spec)
@@ -307,7 +313,7 @@ class PolicyEngine:
         if dirty is None:
             names = set(view.buckets()) | set(self.results)
         else:
-            names = set(dirty) | {n for n, r in self.results.items() if r.expires is not None and r.expires < now}
+            names = set(dirty) | {n for n, t in self._expiring.items() if t <= now}
         unparsed: list[OOMEventInfo] = []
         self.changed = {}
         self.skipped = []
@@ -325,6 +331,10 @@ class PolicyEngine:
                 result = None
             else:
                 self.results[name] = result
+            if result is not None and result.expires is not None:
+                self._expiring[name] = result.expires
+            else:
+                self._expiring.pop(name, None)
             if before != result:
                 self.changed[name] = (before, result)
                 self._count(before, -1)
@@ -333,6 +343,11 @@ class PolicyEngine:
         if shared is self._own:
             shared.new_pass(None)  # nothing of it is kept between refreshes but the incidents
         return unparsed
+
+    def next_expiry(self) -> float | None:
+        """When a bucket's result next changes with time alone (an OOM event leaving the
+        lookback, a pending kill to judge): ``refresh`` should run by then."""
+        return min(self._expiring.values(), default=None)
 
     def _count(self, r: BucketResult | None, sign: int) -> None:
         if r is None:

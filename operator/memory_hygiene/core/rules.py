@@ -168,6 +168,9 @@ class OOMIncident:
     silent: bool
     kills: int = 1
     """Processes killed in this incident (several for a cgroup v2 group kill)."""
+    pending: bool = False
+    """Younger than ``SETTLE_SECONDS`` and not seen by Kubernetes yet: not judged (not silent)
+    until kubelet has had the time to report a visible kill."""
     anon_rss: int | None = None
     container_limit: int | None = None
     restart_count: int | None = None
@@ -195,6 +198,7 @@ class OOMIncident:
             "container": self.container,
             "attribution": self.attribution,
             "silent": self.silent,
+            "pending": self.pending,
             "scope": self.scope,
             "kills": self.kills,
             "pids": list(self.pids),
@@ -652,6 +656,22 @@ def _visible_containers(containers: Iterable[ContainerInfo], t: float | None, wi
     return False
 
 
+SETTLE_SECONDS = 10.0
+"""A kill is judged silent only this long after it: a visible one (PID 1 killed, the container
+restarted) takes kubelet a moment to report: its PLEG notices the exit at its next relist
+(every second, pkg/kubelet/pleg/generic.go), then the status manager writes the OOMKilled
+termination to the API server, and the watch brings it here. Judged earlier, the node agent's
+report (posted at once) beat kubelet's on the real node, and a visible kill was announced as
+silent (scripts/demo, seed 000 case 1-2)."""
+
+
+def _replaced_instance(pod: PodInfo, container_id: str | None) -> bool:
+    """The memcg path names a container of the pod that is neither a current one nor the last
+    instance of one: an instance that has been restarted more than once since (or the sandbox)."""
+    return bool(container_id) and all(c.container_id is not None for c in pod.containers) and not any(
+        container_id in (c.container_id, c.previous_id) for c in pod.containers)
+
+
 def oom_incidents(
     rule: SilentOOMRule,
     events: Iterable[OOMEventInfo],
@@ -693,6 +713,9 @@ def oom_incidents(
         if before is not None:
             if before not in recalled:  # once for all the kills of a group incident
                 recalled.add(before)
+                if before.pending and _settled(before.time, now):
+                    # its pod went before kubelet showed the kill: nothing says Kubernetes saw it
+                    before = replace(before, pending=False, silent=True)
                 incidents.append(before)
             continue
         node = nodes.get(k.node)
@@ -712,6 +735,15 @@ def oom_incidents(
             silent = True
         else:
             silent = not _visible([pod] if pod is not None else on_node, k.time, window)
+        if silent and pod is not None and cinfo is None and _replaced_instance(pod, k.k.container_id) \
+                and any(c.oom_finished for c in pod.containers):
+            # The killed instance has been replaced, and kubelet keeps only the last termination:
+            # the pod's OOMKilled restarts (a crash loop) are where Kubernetes recorded it.
+            silent = False
+            reason = f"{reason}; the pod's containers show OOMKilled restarts: taken as one of them"
+        pending = silent and not _settled(k.time, now)
+        if pending:
+            silent = False
         incident = OOMIncident(
             node=k.node,
             time=k.time,
@@ -725,6 +757,7 @@ def oom_incidents(
             container=container,
             attribution=attribution,
             silent=silent,
+            pending=pending,
             anon_rss=k.k.anon_rss_bytes,
             container_limit=cinfo.limit if cinfo else None,
             restart_count=cinfo.restart_count if cinfo else None,
@@ -782,8 +815,19 @@ def _cap_per_node(incidents: list[OOMIncident], cap: int, skipped: list[Skipped]
 
 
 def _merge_group_kill(first: OOMIncident, other: OOMIncident) -> OOMIncident:
-    return replace(first, kills=first.kills + other.kills, silent=first.silent and other.silent,
-                   pids=first.pids + other.pids)
+    pending = first.pending or other.pending
+    return replace(first, kills=first.kills + other.kills, silent=first.silent and other.silent and not pending,
+                   pending=pending, pids=first.pids + other.pids)
+
+
+def _settled(t: float | None, now: float) -> bool:
+    """``SETTLE_SECONDS`` have passed since ``t`` (an unknown time: long ago)."""
+    return t is None or now - t >= SETTLE_SECONDS
+
+
+def settles_at(incidents: Iterable[OOMIncident]) -> float | None:
+    """When the first pending incident may be judged (for the caller to evaluate again then)."""
+    return min((i.time + SETTLE_SECONDS for i in incidents if i.pending and i.time is not None), default=None)
 
 
 def silent_violation(i: OOMIncident, node: NodeInfo | None) -> Violation:

@@ -276,12 +276,24 @@ def export_gauges(state: PolicyState, whole: bool = True) -> None:
             put(metrics.OOM_KILLS, (state.name, attribution, str(silent).lower()), engine.oom_count(attribution, silent))
 
 
+def next_wakeup(rt: Runtime, now: float) -> float:
+    """Seconds until a pass is due with no change in the cluster: when a result changes with
+    time alone (an OOM event leaves a lookback, a pending kill is judged), at most
+    ``--resync-seconds``."""
+    soonest = min((t for s in rt.policies.values() if s.engine is not None
+                   for t in (s.engine.next_expiry(),) if t is not None), default=None)
+    wait = rt.config.resync_seconds
+    if soonest is not None:
+        wait = min(wait, max(0.0, soonest - now) + 0.01)
+    return wait
+
+
 async def reconcile_loop(rt: Runtime) -> None:
     await rt.ready.wait()
     last_pass = 0.0
     while True:
         try:
-            await asyncio.wait_for(rt.changed.wait(), timeout=rt.config.resync_seconds)
+            await asyncio.wait_for(rt.changed.wait(), timeout=next_wakeup(rt, time.time()))
         except asyncio.TimeoutError:
             pass
         # Let a burst of watch events coalesce; and after a long pass, wait as long as it evaluated
