@@ -9,6 +9,9 @@ KeyError/TypeError.
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from datetime import datetime, timedelta, timezone
@@ -16,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from .qos import is_node_critical, qos_class, score_requests
 from .quantity import MalformedObjectError, QuantityError, parse_bytes
 from .resources import container_memory, containers, mapping, pod_memory, sequence
-from .types import ContainerInfo, NodeInfo, PodInfo, labels_of
+from .types import ContainerInfo, Labels, NodeInfo, PodInfo, labels_of
 
 __all__ = ["MalformedObjectError", "TimeFormatError", "node_info", "parse_time", "pod_info"]
 
@@ -91,13 +94,83 @@ def _str(obj: dict, value: object, field: str, default: str = "") -> str:
     return value
 
 
-def _labels(obj: dict):
+# --- sharing: the caches keep one tuple per Pod, so what pods repeat is kept once --------------------
+
+
+def shared_str(s: str) -> str:
+    """The one object for this string (``sys.intern``), for the strings many cached tuples repeat:
+    a namespace, a node's name, a phase, a container's name, label keys and values. Interned
+    strings are freed when nothing else holds them, so churn does not grow the table. Not for
+    the strings every pod has its own of (uid, name, container id): an entry each, for nothing."""
+    return sys.intern(s) if type(s) is str else s
+
+
+class SharedValues:
+    """Equal immutable values -> one object, bounded: two generations of at most ``size``
+    entries each. A value is looked up in the young one, then the old one (and moved young);
+    when the young one is full it becomes the old one and the old one is dropped, so what no
+    new object repeats any more (its pods deleted) is let go after two generations, and what
+    does stays shared."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.young: dict[Any, Any] = {}
+        self.old: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+    def clear(self) -> None:
+        self.young, self.old = {}, {}
+
+    def get(self, value: Any, make: Callable[[Any], Any] | None = None) -> Any:
+        """The shared object equal to ``value``; on a miss, ``make(value)`` (default: ``value``
+        itself) becomes it."""
+        hit = self.young.get(value)
+        if hit is not None:
+            return hit
+        hit = self.old.get(value)
+        if hit is None:
+            hit = value if make is None else make(value)
+        if len(self.young) >= self.size:
+            self.old, self.young = self.young, {}
+        self.young[hit] = hit
+        return hit
+
+
+_LABEL_SETS = SharedValues(10_000)
+"""Whole label sets: a Deployment's (a ReplicaSet's) or a DaemonSet's pods have the same."""
+_LABEL_PAIRS = SharedValues(10_000)
+"""(key, value) pairs, for label sets that are not all shared: a StatefulSet pod's own
+``statefulset.kubernetes.io/pod-name`` beside its set's labels, a Node's hostname beside its
+zone and instance type."""
+
+
+_TIMES = SharedValues(4_096)
+"""creationTimestamps (float seconds): pods made together (a rollout, a scale-up, a node's
+DaemonSet pods, the benchmark's load) were created in the same second."""
+
+
+def _pair(pair: tuple[str, str]) -> tuple[str, str]:
+    return (shared_str(pair[0]), shared_str(pair[1]))
+
+
+def _label_set(labels: Labels) -> Labels:
+    return tuple([_LABEL_PAIRS.get(pair, _pair) for pair in labels])
+
+
+def shared_labels(labels: Labels) -> Labels:
+    """``labels`` (sorted pairs), as the one tuple kept for every equal label set."""
+    return _LABEL_SETS.get(labels, _label_set) if labels else ()
+
+
+def _labels(obj: dict) -> Labels:
     meta = mapping(obj, obj.get("metadata"), "metadata")
     labels = mapping(obj, meta.get("labels"), "metadata.labels")
     for key, value in labels.items():
         if not isinstance(value, str):
             raise MalformedObjectError(obj, f"metadata.labels.{key}", "label value is not a string")
-    return labels_of(obj)
+    return shared_labels(labels_of(obj))
 
 
 def _container_id(obj: dict, value: object, field: str) -> str | None:
@@ -186,7 +259,7 @@ def pod_info(pod: dict) -> PodInfo:
             raise MalformedObjectError(pod, f"{path}.restartCount", f"not an integer: {restarts!r}")
         infos.append(
             ContainerInfo(
-                name=c.name,
+                name=shared_str(c.name),
                 kind=c.kind,
                 request=mem.request,
                 limit=mem.limit,
@@ -200,21 +273,26 @@ def pod_info(pod: dict) -> PodInfo:
         )
     return PodInfo(
         uid=_str(pod, meta.get("uid"), "metadata.uid"),
-        namespace=_str(pod, meta.get("namespace"), "metadata.namespace"),
+        namespace=shared_str(_str(pod, meta.get("namespace"), "metadata.namespace")),
         name=_str(pod, meta.get("name"), "metadata.name"),
-        node=_str(pod, spec.get("nodeName"), "spec.nodeName") or None,
-        phase=_str(pod, status.get("phase"), "status.phase") or "Unknown",
+        node=shared_str(_str(pod, spec.get("nodeName"), "spec.nodeName")) or None,
+        phase=shared_str(_str(pod, status.get("phase"), "status.phase")) or "Unknown",
         labels=_labels(pod),
         qos=qos,
         request=request,
         limit=limit,
         containers=tuple(infos),
-        reason=_str(pod, status.get("reason"), "status.reason"),
+        reason=shared_str(_str(pod, status.get("reason"), "status.reason")),
         message=_str(pod, status.get("message"), "status.message"),
         node_critical=node_critical,
-        created=_time(pod, meta.get("creationTimestamp"), "metadata.creationTimestamp"),
+        created=_created(pod, meta),
         kubelet_uid=_mirror_of(pod, meta),
     )
+
+
+def _created(pod: dict, meta: dict) -> float | None:
+    t = _time(pod, meta.get("creationTimestamp"), "metadata.creationTimestamp")
+    return None if t is None else _TIMES.get(t)
 
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -253,11 +331,11 @@ def node_info(node: dict) -> NodeInfo:
             message = _str(node, cond.get("message"), f"status.conditions[{i}].message")
             break
     return NodeInfo(
-        name=_str(node, meta.get("name"), "metadata.name"),
+        name=shared_str(_str(node, meta.get("name"), "metadata.name")),
         uid=_str(node, meta.get("uid"), "metadata.uid"),
         labels=_labels(node),
         capacity=_memory(node, status.get("capacity"), "status.capacity"),
         allocatable=_memory(node, status.get("allocatable"), "status.allocatable"),
         memory_pressure=pressure,
-        pressure_message=message,
+        pressure_message=shared_str(message),
     )
