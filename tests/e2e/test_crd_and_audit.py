@@ -108,7 +108,10 @@ def test_audit_of_the_live_cluster_equals_audit_of_the_file(cluster, seed, tmp_p
                                text=True, timeout=60)
     expected = json.loads(from_file.stdout)
 
-    now = fmt_time(load_files([str(EXAMPLES / seed)]).newest_time + loaded.shift_seconds)
+    from memory_hygiene.core.rules import SETTLE_SECONDS
+
+    # the file's own default: its kills judged (settled), SETTLE_SECONDS after its newest time
+    now = fmt_time(load_files([str(EXAMPLES / seed)]).newest_time + SETTLE_SECONDS + loaded.shift_seconds)
     live = subprocess.run([exe, "audit", "--kubeconfig", str(cluster.kubeconfig), "--policy", str(policy),
                            "-o", "json", "--now", now], capture_output=True, text=True, timeout=60)
     assert live.returncode == from_file.returncode, live.stderr

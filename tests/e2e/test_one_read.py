@@ -88,7 +88,9 @@ def test_live_audit_and_operator_agree_on_succeeded_pods_and_oom_events(cluster,
         audit = live_audit(cluster, policy)
         last["operator"] = ({k: status["summary"].get(k) for k in audit["summary"]}, violation_keys(status))
         last["audit"] = (audit["summary"], violation_keys(audit))
-        return (status, audit) if last["operator"] == last["audit"] and audit["summary"]["oomKills"] == 2 else None
+        judged = not any(k["pending"] for k in audit["oomKills"])  # rules.SETTLE_SECONDS after the kill
+        return (status, audit) if last["operator"] == last["audit"] and audit["summary"]["oomKills"] == 2 \
+            and judged else None
 
     try:
         status, audit = wait_for(agree, timeout=90, interval=1.0,

@@ -145,7 +145,8 @@ def test_pid1_kill_is_a_visible_oomkilled_restart(node, policy, apply):
              what="the agent's OOMKilling Event for oom-pid1")
 
     def judged() -> list[dict]:
-        return [k for k in _audit(node)["oomKills"] if k["pod"] == "oom-pid1"]
+        # judged: a kill is pending for rules.SETTLE_SECONDS (kubelet's time to report it)
+        return [k for k in _audit(node)["oomKills"] if k["pod"] == "oom-pid1" and not k["pending"]]
     kills = wait_for(judged, timeout=60, what="the audit to see oom-pid1's kills")
     assert all(k["attribution"] == "memcg" and k["container"] == "app" for k in kills), kills
     assert not any(k["silent"] for k in kills), kills
@@ -223,7 +224,8 @@ def test_child_kill_then_clean_exit(node, policy, apply):
              what="the agent's OOMKilling Event for oom-child-exit0")
 
     def judged() -> list[dict]:
-        return [k for k in _audit(node)["oomKills"] if k["pod"] == "oom-child-exit0"]
+        # judged: a kill is pending for rules.SETTLE_SECONDS (kubelet's time to report it)
+        return [k for k in _audit(node)["oomKills"] if k["pod"] == "oom-child-exit0" and not k["pending"]]
     kills = wait_for(judged, timeout=60, what="the audit to judge the kill")
     assert [(k["silent"], k["container"]) for k in kills] == [(True, "app")], kills
     v = wait_for(lambda: _violations(node, "SilentOOMKill", "oom-child-exit0"), timeout=60,
