@@ -54,8 +54,8 @@ def unreachable(err: BaseException) -> bool:
 class ApiSession:
     """Every request the operator makes to the API server for its own work (the caches' lists
     and watches, Events, MemoryPolicy status; the node agent's Events), with the kubernetes
-    client's configuration (kubeconfig or in-cluster), over one aiohttp session. The bearer token is read again at every request, so a
-    rotated service-account token is picked up."""
+    client's configuration (kubeconfig or in-cluster), over one aiohttp session. The bearer
+    token is read again at every request, so a rotated service-account token is picked up."""
 
     def __init__(self, configuration: Any = None) -> None:
         from kubernetes import client

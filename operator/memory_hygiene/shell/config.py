@@ -83,7 +83,8 @@ def _flag(name: str) -> str:
 
 
 def _kind(f: Any) -> type:
-    return {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+    name = f.type if isinstance(f.type, str) else f.type.__name__
+    return {"int": int, "float": float, "str": str, "bool": bool}[name]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -130,4 +130,5 @@ async def resync_loop(rt: Runtime) -> None:
         repaired = resync(rt, items, listed_since)
         if repaired:
             metrics.POLICY_RESYNCS.inc(len(repaired))
-            log.warning("the watch of MemoryPolicies missed %s: taken from the periodic list", ", ".join(sorted(repaired)))
+            log.warning("the watch of MemoryPolicies missed %s: taken from the periodic list",
+                        ", ".join(sorted(repaired)))

@@ -175,7 +175,9 @@ about this much evaluating: 300 policies' pass held it for a second."""
 
 async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> float:
     """One pass: every policy over the buckets in ``dirty`` (all when None). Returns the
-    seconds spent evaluating (the pass's wall time less what others ran meanwhile)."""
+    seconds spent evaluating news (the pass's wall time less what others ran meanwhile, and
+    less the first passes of new policies, which ``FIRST_PASS_BUDGET_SECONDS`` bounds): the
+    pause after it is as long."""
     view = rt.view()
     shared = rt.shared
     shared.new_pass(dirty)
@@ -185,7 +187,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> flo
     states = sorted(rt.policies.values(), key=lambda s: not s.evaluated)
     writes: list[PolicyState] = []
     deferred = False
-    busy = 0.0
+    busy = first_busy = 0.0
     slice_began = time.perf_counter()
     for state in states:
         if time.perf_counter() - slice_began > YIELD_SECONDS:
@@ -205,29 +207,34 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> flo
                 deferred = True
                 continue
         started = time.perf_counter()
-        whole = first_pass or dirty is None  # compare everything; else only what changed
-        prior = (state.previous or []) if first_pass else list(state.engine.violations()) if whole else None
-        unparsed = state.engine.refresh(view, None if whole else dirty, now, shared)
-        state.evaluated, state.previous = True, None
-        metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
-        if not whole and not state.engine.changed and not unparsed and not state.engine.skipped \
-                and not state.needs_write and not state.write_due:
-            continue  # none of its buckets changed: nor did its Events, gauges or status
-        for ev in unparsed:
-            metrics.UNPARSED_OOM_EVENTS.inc()
-            log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
-                        ev.message[:200])
-        for sk in state.engine.skipped:  # once over every policy and pass: a counter and one warning
-            if rt.once((sk.cause, sk.node, sk.event.uid if sk.event is not None else "")):
-                metrics.OOM_SKIPPED.labels(cause=sk.cause).inc()
-                what = (f"{sk.event.reason} event {sk.event.namespace}/{sk.event.name or sk.event.uid}"
-                        if sk.event is not None else "OOM incidents")
-                log.warning("%s on node %s: %s (%s; MemoryPolicy %s)", what, sk.node, sk.detail, sk.cause, state.name)
-        announce_transitions(rt, state, prior, now, view, backlog=first_pass)
-        export_gauges(state, whole)
-        if rt.reports is not None:
-            rt.reports.observe(state.name, state.engine, whole, lambda v: rt.first_seen.get(v.key))
-        writes.append(state)
+        try:
+            whole = first_pass or dirty is None  # compare everything; else only what changed
+            prior = (state.previous or []) if first_pass else list(state.engine.violations()) if whole else None
+            unparsed = state.engine.refresh(view, None if whole else dirty, now, shared)
+            state.evaluated, state.previous = True, None
+            metrics.RECONCILE_SECONDS.labels(policy=state.name).observe(time.perf_counter() - started)
+            if not whole and not state.engine.changed and not unparsed and not state.engine.skipped \
+                    and not state.needs_write and not state.write_due:
+                continue  # none of its buckets changed: nor did its Events, gauges or status
+            for ev in unparsed:
+                metrics.UNPARSED_OOM_EVENTS.inc()
+                log.warning("skipped %s event %s on node %s: no kernel OOM line in %r", ev.reason, ev.uid, ev.node,
+                            ev.message[:200])
+            for sk in state.engine.skipped:  # once over every policy and pass: a counter and one warning
+                if rt.once((sk.cause, sk.node, sk.event.uid if sk.event is not None else "")):
+                    metrics.OOM_SKIPPED.labels(cause=sk.cause).inc()
+                    what = (f"{sk.event.reason} event {sk.event.namespace}/{sk.event.name or sk.event.uid}"
+                            if sk.event is not None else "OOM incidents")
+                    log.warning("%s on node %s: %s (%s; MemoryPolicy %s)", what, sk.node, sk.detail, sk.cause,
+                                state.name)
+            announce_transitions(rt, state, prior, now, view, backlog=first_pass)
+            export_gauges(state, whole)
+            if rt.reports is not None:
+                rt.reports.observe(state.name, state.engine, whole, lambda v: rt.first_seen.get(v.key))
+            writes.append(state)
+        finally:
+            if first_pass:  # a new policy's first pass: not news, and budgeted (above)
+                first_busy += time.perf_counter() - started
     shared.end_pass()
     shared.retain({s.engine.keys.oom for s in rt.policies.values() if s.engine is not None})
     if deferred:
@@ -236,7 +243,7 @@ async def reconcile_once(rt: Runtime, dirty: set[str] | None, now: float) -> flo
         rt.pending_status[state.name] = state
     if writes:
         rt.status_wakeup.set()
-    return busy + time.perf_counter() - slice_began
+    return busy + time.perf_counter() - slice_began - first_busy
 
 
 def export_gauges(state: PolicyState, whole: bool = True) -> None:
