@@ -161,6 +161,9 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any], 
         log.warning("could not write the status of MemoryPolicy %s: %s", state.name, err)
 
 
+YIELD_SECONDS = 0.02
+"""The writer lets the event loop run after about this much building (as a pass does)."""
+
 STATUS_WRITERS = 8
 """Status writes in flight at once (``writer``)."""
 
@@ -207,7 +210,7 @@ async def writer(rt: Runtime) -> None:
         rt.status_wakeup.clear()
         now = time.monotonic()
         soonest: float | None = None
-        built = 0
+        slice_began = time.perf_counter()
         for name in list(rt.pending_status):
             state = rt.pending_status.get(name)  # (a pass may have run at the sleep below)
             if state is None or name in busy:
@@ -224,8 +227,10 @@ async def writer(rt: Runtime) -> None:
             task = asyncio.create_task(write(state, policy_status(rt, state, time.time()), state.asked))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            built += 1
-            if built % 20 == 0:
-                await asyncio.sleep(0)  # hundreds due at once: let the watches and passes in between
+            if time.perf_counter() - slice_began > YIELD_SECONDS:
+                # hundreds due at once (a status of thousands of violations takes ms to build):
+                # let the watches, Event posts and passes in between
+                await asyncio.sleep(0)
+                slice_began = time.perf_counter()
         if soonest is not None:
             loop.call_later(soonest, rt.status_wakeup.set)
