@@ -146,3 +146,15 @@ def test_the_loop_wakes_up_when_a_result_changes_with_time_alone():
     rt.policies["bad"] = SimpleNamespace(engine=None)
     assert 3.0 <= reconciler.next_wakeup(rt, 1000.0) <= 3.1
     assert 0.0 <= reconciler.next_wakeup(rt, 1010.0) <= 0.1, "overdue: at once"
+
+
+def test_kopf_delivers_policies_in_the_event_loop_not_in_a_thread():
+    """kopf runs a sync handler in a thread pool: the Runtime's dicts and asyncio Events would be
+    changed while a pass iterates them (seen: "dictionary changed size during iteration")."""
+    import inspect
+
+    from memory_hygiene.shell import operator
+
+    assert inspect.iscoroutinefunction(operator.policy_event)
+    for handler in (operator.startup, operator.cleanup):
+        assert inspect.iscoroutinefunction(handler)

@@ -44,8 +44,11 @@ def runtime_of(memo: Any) -> Runtime:
 
 
 @kopf.on.event(P.GROUP, P.VERSION, P.PLURAL)
-def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.Logger, memo: kopf.Memo,
-                 **_: Any) -> None:
+async def policy_event(type: str | None, name: str, body: kopf.Body, logger: logging.Logger, memo: kopf.Memo,
+                       **_: Any) -> None:
+    # async: kopf runs a sync handler in a thread, and the Runtime (its dicts, its asyncio
+    # Events) belongs to the event loop's thread (a pass iterating the policies failed with
+    # "dictionary changed size during iteration" in the benchmark)
     policies.observe(runtime_of(memo), type, name, body, logger)
 
 
