@@ -31,8 +31,7 @@ def test_status_is_capped_counts_all_and_fits_the_crd_schema():
 def test_first_seen_survives_a_restart_through_the_status():
     first = build_status(engine_with(1), 1, NONE, None, cap=10, now=1_800_000_000.0)
     seen = seen_from_status(first)
-    later = build_status(engine_with(1), 1, lambda v: seen.get(status_key(v.rule, v.kind, v.namespace, v.name,
-                                                                           v.container)), first, cap=10, now=1_800_000_600.0)
+    later = build_status(engine_with(1), 1, lambda v: seen.get(status_key(v)), first, cap=10, now=1_800_000_600.0)
     assert later["violations"][0]["firstSeen"] == first["violations"][0]["firstSeen"]
     assert later["violations"][0]["lastSeen"] != first["violations"][0]["lastSeen"]
     assert comparable(later) == comparable(first), "only timestamps moved: no write"

@@ -27,17 +27,20 @@ def iso(t: float) -> str:
     return format_time(t)
 
 
-def status_key(rule: str, kind: str, namespace: str | None, name: str, container: str | None) -> tuple:
-    return (rule, kind, namespace or "", name, container or "")
+def status_key(v: Violation) -> tuple:
+    """What a status entry says of a violation's key (``Violation.key``, the one identity of a
+    violation: of its Events too, NUL-joined): all of it but the OOM incident, which the
+    status does not show."""
+    return v.key[:5]
 
 
 def seen_from_status(status: dict[str, Any] | None) -> dict[tuple, str]:
-    """firstSeen of the violations an earlier run wrote, so a restart keeps them."""
+    """firstSeen of the violations an earlier run wrote (by ``status_key``), so a restart keeps them."""
     out: dict[tuple, str] = {}
     for v in (status or {}).get("violations") or []:
         if isinstance(v, dict) and v.get("firstSeen"):
-            key = status_key(v.get("rule", ""), v.get("kind", ""), v.get("namespace"), v.get("name", ""),
-                             v.get("container"))
+            key = (v.get("rule", ""), v.get("kind", ""), v.get("namespace") or "", v.get("name", ""),
+                   v.get("container") or "")
             out[key] = v["firstSeen"]
     return out
 
@@ -174,7 +177,7 @@ def policy_status(rt: Runtime, state: PolicyState, now: float) -> dict[str, Any]
         return invalid_status(state.error or "invalid spec", state.generation, state.last_status, now)
 
     def first_seen(v: Violation) -> str | None:
-        seeded = state.seeded_first_seen.get(status_key(v.rule, v.kind, v.namespace, v.name, v.container))
+        seeded = state.seeded_first_seen.get(status_key(v))
         return seeded or rt.first_seen.text(v.key)
 
     status = build_status(state.engine, state.generation, first_seen, state.last_status,
