@@ -20,6 +20,8 @@ GROUP = "memoryhygiene.io"
 VERSION = "v1alpha1"
 KIND = "MemoryPolicy"
 PLURAL = "memorypolicies"
+API_PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+"""The MemoryPolicies' collection on the API server."""
 SINGULAR = "memorypolicy"
 SHORT_NAMES = ["mempol"]
 CATEGORIES = ["memory-hygiene"]

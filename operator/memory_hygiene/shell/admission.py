@@ -293,7 +293,7 @@ async def run(rt: Runtime) -> None:
         rt.admission_changed.clear()
         try:
             assert rt.session is not None
-            items = await rt.session.list_all(f"/apis/{P.GROUP}/{P.VERSION}/{P.PLURAL}")
+            items = await rt.session.list_all(P.API_PATH)
             result = await asyncio.to_thread(sync, rt.admission_writer, live_policies(items), namespace,
                                              rt.admission_may_list)
         except Exception:  # noqa: BLE001 - keep the loop alive; tried again on the next resync

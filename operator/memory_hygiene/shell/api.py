@@ -41,6 +41,13 @@ PROBE_SECONDS = 0.25
 """While the API server is unreachable, it is probed (GET /readyz) this often."""
 
 
+def status_message(body: Any) -> str:
+    """What an error answer says: a Status's message, else its first bytes."""
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:300]
+    return str(body)[:200]
+
+
 def unreachable(err: BaseException) -> bool:
     """The API server could not be reached or is not ready (a connection refused or cut, a
     timeout, a 5xx or 429): worth probing for, unlike a refusal (403) that retrying at once
@@ -171,8 +178,7 @@ class ApiSession:
         while True:
             code, body = await self.get_json(path, query)
             if code != 200 or not isinstance(body, dict):
-                message = body.get("message") if isinstance(body, dict) else body
-                raise ApiError(f"LIST {path}: HTTP {code}: {str(message)[:300]}", code)
+                raise ApiError(f"LIST {path}: HTTP {code}: {status_message(body)}", code)
             items.extend(body.get("items") or [])
             cont = (body.get("metadata") or {}).get("continue")
             if not cont:

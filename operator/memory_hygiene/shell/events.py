@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.snapshot import format_time
+from ..core.snapshot import format_time, parse_time
 from . import metrics
-from .api import REQUEST_TIMEOUT, ApiError, unreachable
+from .api import REQUEST_TIMEOUT, ApiError, status_message, unreachable
 from .ratelimit import TokenBuckets
 
 log = logging.getLogger("memory_hygiene.events")
@@ -85,8 +85,6 @@ whole seconds: a violation may end and start again within one)."""
 
 def _stamp(event: dict[str, Any]) -> float:
     """When an Event (as the API server returns it) was last posted."""
-    from ..core.snapshot import parse_time
-
     meta = event.get("metadata") or {}
     try:
         return float((meta.get("annotations") or {})[POSTED_ANNOTATION])
@@ -393,7 +391,7 @@ class EventSink:
         if code in (200, 201):
             return
         if code != 409:
-            raise ApiError(f"POST {events}: HTTP {code}: {_reason(answer)}", code)
+            raise ApiError(f"POST {events}: HTTP {code}: {status_message(answer)}", code)
         # The Event exists. Whoever posted it (this operator before a restart, or another replica
         # during a rollout, or this one when the answer to its POST was lost), the API server
         # tells whether this is news: it is only if the opposite announcement came after it (the
@@ -407,22 +405,15 @@ class EventSink:
                  "metadata": {"annotations": {POSTED_ANNOTATION: posted}}}
         code, answer = await self.api.patch_json(f"{events}/{a.name}", patch, timeout=REQUEST_TIMEOUT)
         if code != 200:
-            raise ApiError(f"PATCH {events}/{a.name}: HTTP {code}: {_reason(answer)}", code)
+            raise ApiError(f"PATCH {events}/{a.name}: HTTP {code}: {status_message(answer)}", code)
 
     async def _read(self, path: str, missing_ok: bool = False) -> dict[str, Any] | None:
         code, answer = await self.api.get_json(path, timeout=REQUEST_TIMEOUT)
         if code == 404 and missing_ok:
             return None
         if code != 200 or not isinstance(answer, dict):
-            raise ApiError(f"GET {path}: HTTP {code}: {_reason(answer)}", code)
+            raise ApiError(f"GET {path}: HTTP {code}: {status_message(answer)}", code)
         return answer
-
-
-def _reason(answer: Any) -> str:
-    """The API server's message in a failed answer (a Status object), short."""
-    if isinstance(answer, dict):
-        return str(answer.get("message") or answer.get("reason") or "")[:300]
-    return str(answer)[:300]
 
 
 def _short(err: Exception) -> str:

@@ -17,7 +17,7 @@ from ..core import policy as P
 from ..core import ruletable
 from ..core.engine import PolicyEngine
 from . import metrics
-from .reconciler import POLICIES_PATH, PolicyState, held
+from .reconciler import PolicyState, held
 from .status import seen_from_status
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ async def resync_loop(rt: Runtime) -> None:
         try:
             assert rt.session is not None
             listed_since = time.monotonic()
-            items = await rt.session.list_all(POLICIES_PATH)
+            items = await rt.session.list_all(P.API_PATH)
         except Exception as err:  # noqa: BLE001 - tried again at the next resync
             log.warning("could not list the MemoryPolicies: %s", err)
             continue

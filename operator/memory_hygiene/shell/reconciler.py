@@ -19,14 +19,13 @@ from ..core.engine import ClusterView, PolicyEngine
 from ..core.rules import SILENT_OOM, Violation
 from . import metrics
 from .events import Target
-from .status import iso
+from ..core.snapshot import format_time
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = logging.getLogger("memory_hygiene.reconciler")
 
-POLICIES_PATH = f"/apis/{P.GROUP}/{P.VERSION}/{P.PLURAL}"
 
 
 @dataclass
@@ -97,7 +96,7 @@ class FirstSeen:
         if entry is None:
             return None
         if entry[2] is None:
-            entry[2] = iso(entry[0])
+            entry[2] = format_time(entry[0])
         return entry[2]
 
     def __contains__(self, key: tuple) -> bool:
@@ -344,7 +343,7 @@ async def resolve_orphans(rt: Runtime, retry_seconds: float = 2.0) -> int:
         return 0
     rt.orphans_tried = time.monotonic()
     assert rt.session is not None
-    uids = {(i.get("metadata") or {}).get("uid", "") for i in await rt.session.list_all(POLICIES_PATH)}
+    uids = {(i.get("metadata") or {}).get("uid", "") for i in await rt.session.list_all(P.API_PATH)}
     by_uid = {s.uid: s for s in rt.policies.values()}
     if any(u not in by_uid or (by_uid[u].engine is not None and not by_uid[u].evaluated) for u in uids):
         return 0  # not every policy evaluated yet: next pass

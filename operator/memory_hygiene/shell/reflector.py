@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ..core.snapshot import TimeFormatError, parse_time
-from .api import ApiError, ApiSession, unreachable
+from .api import ApiError, ApiSession, status_message, unreachable
 from . import metrics
 
 log = logging.getLogger("memory_hygiene.reflector")
@@ -196,7 +196,7 @@ class Reflector:
                 pending = page(None)
                 continue
             if status != 200:
-                raise ApiError(f"LIST {self.path}: HTTP {status}: {_message(body)}", status)
+                raise ApiError(f"LIST {self.path}: HTTP {status}: {status_message(body)}", status)
             meta = body.get("metadata") or {}
             rv = meta.get("resourceVersion") or rv
             cont = meta.get("continue")
@@ -308,13 +308,6 @@ class Reflector:
         if initial:  # list again, after the usual pause
             raise ApiError(f"WATCH {self.path}: the stream of initial events ended before its end bookmark")
         return rv
-
-
-def _message(body: Any) -> str:
-    """What an error response says: a Status's message, else its first bytes."""
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])[:300]
-    return str(body)[:200]
 
 
 async def fill_once(api: ApiSession, path: str, convert: Convert, *, field_selector: str | None = None,

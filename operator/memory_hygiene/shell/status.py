@@ -15,16 +15,13 @@ from ..core.rules import Violation
 from ..core import policy as P
 from ..core.snapshot import format_time
 from . import metrics
+from .api import status_message
 
 if TYPE_CHECKING:
     from .reconciler import PolicyState
     from .runtime import Runtime
 
 log = logging.getLogger("memory_hygiene.status")
-
-
-def iso(t: float) -> str:
-    return format_time(t)
 
 
 def status_key(v: Violation) -> tuple:
@@ -59,7 +56,7 @@ def condition(type_: str, status: str, reason: str, message: str, generation: in
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": iso(now) if changed else prev.get("lastTransitionTime") or iso(now),
+        "lastTransitionTime": format_time(now) if changed else prev.get("lastTransitionTime") or format_time(now),
         "observedGeneration": generation,
     }
 
@@ -98,7 +95,7 @@ def build_status(
 ) -> dict[str, Any]:
     summary = engine.summary()
     worst = engine.worst(cap)
-    stamp = iso(now)
+    stamp = format_time(now)
     violations = []
     for v in worst:
         violations.append(violation_status(v, first_seen(v) or stamp, stamp))
@@ -121,7 +118,7 @@ def invalid_status(message: str, generation: int | None, previous: dict[str, Any
         "conditions": [ready_condition("False", "InvalidSpec", message, generation, previous, now)],
         "summary": None,
         "violations": [],
-        "lastEvaluationTime": iso(now),
+        "lastEvaluationTime": format_time(now),
     }
 
 
@@ -152,9 +149,9 @@ async def write_status(rt: Runtime, state: PolicyState, status: dict[str, Any], 
     try:
         assert rt.session is not None
         code, answer = await rt.session.patch_json(
-            f"/apis/{P.GROUP}/{P.VERSION}/{P.PLURAL}/{state.name}/status", {"status": status})
+            f"{P.API_PATH}/{state.name}/status", {"status": status})
         if code != 200:
-            raise RuntimeError(f"HTTP {code}: {str(answer)[:300]}")
+            raise RuntimeError(f"HTTP {code}: {status_message(answer)}")
         state.last_status = status
         if state.asked == asked:  # else asked for again while this one was on its way
             state.needs_write = False
