@@ -102,3 +102,78 @@ def test_a_status_asked_for_while_an_older_one_is_written_is_written_too():
         assert rt.session.writes == [1, 2] and not state.needs_write
 
     asyncio.run(go())
+
+
+def test_status_writes_keep_to_the_budget_over_all_policies_first_writes_first(monkeypatch):
+    """--status-qps: 30 policies changed at once are written at most Q a second (after a second's
+    burst), and a new policy's first status overtakes the refreshes waiting for their turn."""
+    class Timed(FakeSession):
+        async def patch_json(self, path, body, **_):
+            self.writes.append((asyncio.get_running_loop().time(), path.split("/")[-2]))
+            return 200, {}
+
+    async def go():
+        rt = Runtime()
+        rt.config.status_interval = 0.0
+        rt.config.status_qps = 20.0
+        rt.session = Timed()
+        monkeypatch.setattr(status, "policy_status", lambda rt, state, now: {"n": state.asked})
+        states = {f"p{i:02}": PolicyState(name=f"p{i:02}", uid=str(i), generation=1, engine=None)
+                  for i in range(30)}
+        for s in states.values():
+            s.needs_write = False  # refreshes, not first writes
+        rt.policies.update(states)
+        rt.pending_status.update(states)
+        loop = asyncio.get_running_loop()
+        writer = asyncio.create_task(status.writer(rt))
+        rt.status_wakeup.set()
+        deadline = loop.time() + 5
+        while len(rt.session.writes) < 20 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(rt.session.writes) >= 20, rt.session.writes
+        new = PolicyState(name="new", uid="n", generation=1, engine=None)  # needs_write: a first write
+        rt.policies["new"] = new
+        rt.pending_status["new"] = new
+        rt.status_wakeup.set()
+        while len(rt.session.writes) < 31 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        writer.cancel()
+        times = [t for t, _ in rt.session.writes]
+        names = [n for _, n in rt.session.writes]
+        assert sorted(names) == sorted([*states, "new"]), "each written once"
+        assert names.index("new") < 30, "the first write overtook the refreshes still waiting"
+        span = times[-1] - times[0]
+        # a burst of 20, then 11 more at 20 a second: at least 0.5 s; without the budget, all at once
+        assert span >= 0.45, f"31 writes in {span:.2f} s: over the budget"
+        assert span < 3.0, f"31 writes took {span:.2f} s: far below the budget"
+
+    asyncio.run(go())
+
+
+def test_no_status_budget_when_the_qps_is_zero(monkeypatch):
+    async def go():
+        rt = Runtime()
+        rt.config.status_interval = 0.0
+        rt.config.status_qps = 0.0
+        rt.session = FakeSession()
+        monkeypatch.setattr(status, "policy_status", lambda rt, state, now: {"n": 1})
+        states = {f"q{i}": PolicyState(name=f"q{i}", uid=str(i), generation=1, engine=None) for i in range(50)}
+        rt.policies.update(states)
+        rt.pending_status.update(states)
+        written = []
+
+        async def patch(path, body, **_):
+            written.append(path)
+            return 200, {}
+
+        rt.session.patch_json = patch
+        writer = asyncio.create_task(status.writer(rt))
+        rt.status_wakeup.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2
+        while len(written) < 50 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        writer.cancel()
+        assert len(written) == 50
+
+    asyncio.run(go())

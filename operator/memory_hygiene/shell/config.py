@@ -48,6 +48,10 @@ class Config:
     status_interval: float = _setting(
         2.0, "write a policy's status at most once every S seconds; the first write and a new spec's go at once",
         "S", _NOT_NEGATIVE)
+    status_qps: float = _setting(
+        10.0, "status writes per second at most, over all policies (a change that touches 300 policies would "
+        "otherwise write 300 statuses every --status-interval); first writes go first; 0: no limit", "Q",
+        _NOT_NEGATIVE)
     event_burst: int = _setting(25, "Events one object may get at once before rate limiting (client-go: 25)", "N",
                                 _AT_LEAST_1)
     event_refill_seconds: float = _setting(300.0, "one more Event per object every S seconds (client-go: 300)", "S",

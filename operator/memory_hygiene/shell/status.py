@@ -1,6 +1,7 @@
 """A MemoryPolicy's status: built from its engine as plain dicts, compared with the last one
 written, and written (a JSON merge patch of the status subresource, through ``shell/api.py``)
-at most once per ``--status-interval`` per policy, by its own task (``writer``)."""
+at most once per ``--status-interval`` per policy and ``--status-qps`` over all, by its own task
+(``writer``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..core import policy as P
 from ..core.snapshot import format_time
 from . import metrics
 from .api import status_message
+from .ratelimit import TokenBuckets
 
 if TYPE_CHECKING:
     from .reconciler import PolicyState
@@ -188,9 +190,12 @@ def policy_status(rt: Runtime, state: PolicyState, now: float) -> dict[str, Any]
 async def writer(rt: Runtime) -> None:
     """Builds and writes the status of the policies the passes changed, when each one's is due
     (at most one write per policy every ``--status-interval``; the first, and a new generation's,
-    at once), ``STATUS_WRITERS`` at a time. Apart from the passes: 300 policies' statuses, built
+    at once and before the others), ``STATUS_WRITERS`` at a time, at most ``--status-qps`` a
+    second over all policies (a token bucket, a second's worth of burst). Apart from the passes: 300 policies' statuses, built
     and written every pass, held up the next pass and the news it brings."""
     writers = asyncio.Semaphore(STATUS_WRITERS)
+    qps = rt.config.status_qps
+    budget = TokenBuckets(max(1, round(qps)), 1.0 / qps) if qps > 0 else None
     busy: set[str] = set()
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
@@ -211,7 +216,8 @@ async def writer(rt: Runtime) -> None:
         now = time.monotonic()
         soonest: float | None = None
         slice_began = time.perf_counter()
-        for name in list(rt.pending_status):
+        # first writes (a new policy, a new spec) before refreshes; else the order they came in
+        for name in sorted(rt.pending_status, key=lambda n: not rt.pending_status[n].needs_write):
             state = rt.pending_status.get(name)  # (a pass may have run at the sleep below)
             if state is None or name in busy:
                 continue
@@ -222,6 +228,10 @@ async def writer(rt: Runtime) -> None:
             if wait > 0:
                 soonest = wait if soonest is None else min(soonest, wait)
                 continue
+            if budget is not None and not budget.allow("", time.monotonic()):
+                wait = budget.wait_seconds("", time.monotonic())
+                soonest = wait if soonest is None else min(soonest, wait)
+                break
             del rt.pending_status[name]
             busy.add(name)
             task = asyncio.create_task(write(state, policy_status(rt, state, time.time()), state.asked))
