@@ -212,12 +212,13 @@ def test_image_and_extra_args() -> None:
     digest = "sha256:" + "ab" * 32
     docs = helm_template("--set", f"image.repository=registry.example/mh,image.digest={digest}",
                          "--set-json", 'operator.extraArgs=["--event-qps=20"]',
-                         "--set-json", 'nodeAgent.extraArgs=["--log-level=debug"]',
-                         "--set", "operator.resources.limits.memory=2Gi")
+                         "--set-json", 'nodeAgent.extraArgs=["--settle-seconds=2"]',
+                         "--set", "operator.resources.limits.memory=2Gi,nodeAgent.resources.limits.memory=256Mi")
     dep = next(d for d in docs if d["kind"] == "Deployment")
     ds = next(d for d in docs if d["kind"] == "DaemonSet")
     c, a = dep["spec"]["template"]["spec"]["containers"][0], ds["spec"]["template"]["spec"]["containers"][0]
     assert c["image"] == a["image"] == f"registry.example/mh@{digest}"
     assert c["args"] == ["--http-port=8080", "--event-qps=20"]
-    assert a["args"][-1] == "--log-level=debug"
+    assert a["args"][-1] == "--settle-seconds=2"
     assert c["resources"]["limits"]["memory"] == "2Gi"
+    assert a["resources"]["limits"]["memory"] == "256Mi"

@@ -158,3 +158,48 @@ def test_kopf_delivers_policies_in_the_event_loop_not_in_a_thread():
     assert inspect.iscoroutinefunction(operator.policy_event)
     for handler in (operator.startup, operator.cleanup):
         assert inspect.iscoroutinefunction(handler)
+
+
+def test_reports_of_a_policy_deleted_while_no_operator_ran_are_deleted():
+    """PolicyReports an earlier run wrote (ReportWriter.preload) for a MemoryPolicy that is gone
+    now: nothing will evaluate it again, so the periodic list deletes them; those of a policy
+    that exists, or that the watch told after the list began, stay."""
+    from memory_hygiene.shell.policyreports import ReportWriter
+
+    class Custom:
+        def __init__(self) -> None:
+            self.deleted: list[tuple[str, str]] = []
+
+        def list_cluster_custom_object(self, group, version, plural, label_selector=None):
+            def report(policy: str, ns: str | None) -> dict:
+                meta = {"name": f"memory-hygiene-{policy}", "labels": {"memoryhygiene.io/policy": policy}}
+                return {"metadata": {**meta, "namespace": ns} if ns else meta}
+            if plural == "policyreports":
+                return {"items": [report("gone", "a"), report("kept", "a"), report("told-later", "b")]}
+            return {"items": [report("gone", None)]}
+
+        def delete_namespaced_custom_object(self, group, version, ns, plural, name):
+            self.deleted.append((ns, name))
+
+        def delete_cluster_custom_object(self, group, version, plural, name):
+            self.deleted.append(("", name))
+
+    async def scenario() -> list[tuple[str, str]]:
+        rt = Runtime()
+        custom = Custom()
+        rt.reports = ReportWriter(custom, cap=10, interval=0)
+        assert await rt.reports.preload() == 4
+        listed_since = time.monotonic()
+        policies.observe(rt, None, "told-later", body("told-later", "u2", 1))
+        policies.resync(rt, [body("kept", "u1", 1)], listed_since)
+        assert {n for n, p in rt.reports.policies.items() if p.index.dirty} == {"gone"}
+        task = asyncio.create_task(rt.reports.run())
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(custom.deleted) >= 2:
+                break
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return sorted(custom.deleted)
+
+    assert asyncio.run(scenario()) == [("", "memory-hygiene-gone"), ("a", "memory-hygiene-gone")]

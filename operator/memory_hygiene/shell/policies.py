@@ -88,7 +88,8 @@ def resync(rt: Runtime, items: list[dict], listed_since: float) -> list[str]:
     and kopf then never watches it again (seen here: 1 in 3 re-creations). A watch is also a little
     behind a list: what differs is repaired only when the list before this one (a resync earlier)
     differed the same way, and only what is certainly newer than what we hold is taken
-    (generations only grow; a deleted UID never comes back). Returns what was repaired, to log."""
+    (generations only grow; a deleted UID never comes back). PolicyReports an earlier run wrote for
+    a policy that is neither listed nor held are deleted. Returns what was repaired, to log."""
     listed: dict[str, dict] = {}
     for item in items:
         meta = item.get("metadata") or {}
@@ -112,6 +113,9 @@ def resync(rt: Runtime, items: list[dict], listed_since: float) -> list[str]:
         observe(rt, "DELETED" if what == ("", 0) else None, name, listed.get(name, {}))
         repaired.append(name)
     rt.resync_differed = {n: w for n, w in differs.items() if n not in repaired}
+    if rt.reports is not None:  # reports of a policy deleted while no operator ran: nothing else deletes them
+        for name in rt.reports.forget_all_but(set(listed) | set(rt.policies)):
+            log.info("MemoryPolicy %s is gone: deleting the PolicyReports an earlier run wrote for it", name)
     return repaired
 
 

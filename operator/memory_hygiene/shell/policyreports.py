@@ -6,7 +6,8 @@ reports of the scopes that changed, at most once per ``interval`` per scope set,
 apply (field manager ``memory-hygiene``), and deletes a scope's report when its last violation
 ends. At start it lists the reports an earlier run wrote (label
 ``app.kubernetes.io/managed-by=memory-hygiene``), so that one whose violations ended while the
-operator was down is deleted after the policy's first evaluation.
+operator was down is deleted after the policy's first evaluation, and those of a policy deleted
+meanwhile at the first periodic list of MemoryPolicies (``policies.resync``).
 
 The operator writes only reports it owns (named ``memory-hygiene-<policy>``, labelled), in the
 namespaces its violations are in. RBAC: manifests/overlays/policyreports/ (the chart's
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,14 @@ class ReportWriter:
             p.index.clear()
             p.index.dirty |= set(p.written)
             self.wake.set()
+
+    def forget_all_but(self, policies: Collection[str]) -> list[str]:
+        """Reports still standing of the MemoryPolicies not in ``policies`` (those that exist):
+        a policy deleted while no operator ran, whose reports ``preload`` found. They go too."""
+        gone = [name for name, p in self.policies.items() if name not in policies and p.written]
+        for name in gone:
+            self.forget(name)
+        return gone
 
     # --- the writer task ------------------------------------------------------------------------
 
