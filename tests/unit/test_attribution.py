@@ -153,8 +153,11 @@ def test_a_pod_uid_not_in_the_cluster_blames_no_other_pod():
     assert (k.attribution, k.pod, k.container) == ("none", None, None)
     assert (k.kernel_pod_uid, k.kernel_container_id) == (AKS_UID, AKS_KILLED_CID)
     assert k.silent is True and AKS_UID in k.reason
+    d = k.as_dict()  # the JSON contract: the kernel's pod UID and container ID, and why no pod is named
+    assert (d["attribution"], d["pod"], d["kernelPodUID"], d["kernelContainerID"], d["reason"]) == (
+        "none", None, AKS_UID, AKS_KILLED_CID, k.reason)
     [v] = silent(r)
-    assert (v.kind, v.name) == ("Node", "n1") and AKS_UID in v.message
+    assert (v.kind, v.name) == ("Node", "n1") and AKS_UID in v.message and k.reason in v.message
 
 
 # --- class 2: a BestEffort container without a limit, NPD's Event only ------------------------------
