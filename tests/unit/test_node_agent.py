@@ -253,3 +253,24 @@ def test_kills_the_ring_buffer_held_at_start_are_posted_within_the_lookback_once
     assert len(api.posted) == 1  # nothing posted twice
     assert na.KILLS_ALREADY._value.get() - already == 1
     assert na.DROPPED.labels(cause="too_old")._value.get() - too_old == 2
+
+
+def test_a_sequence_gap_is_counted_as_lost_records_and_the_cut_report_still_posted():
+    """The ring buffer overran between two reads: the follower counts the records it never saw
+    (kmsg_records_lost_total) and posts the report it was reading as incomplete."""
+    data = Path(__file__).parent / "data" / "kernel" / "kmsg-6.18.44-fc-v1252-cgroupv1.txt"
+    records = list(kmsg.split_records(data.read_text()))
+    summary = next(i for i, r in enumerate(records) if ";oom-kill:" in r)
+    r = kmsg.parse_record(records[summary])
+    # everything after the oom-kill: record was overwritten; the next record read is 50 further
+    after = f"6,{r.seq + 51},{r.usec + 10_000_000},-;eth0: link up\n"
+    agent, _ = _agent()
+    agent.lookback = 1e12  # the fixture's kill is old: keep it
+    follower = na.KmsgFollower(agent)
+    lost, incomplete = na.RECORDS_LOST._value.get(), na.INCOMPLETE._value.get()
+    for raw in records[:summary + 1] + [after]:
+        follower.feed_raw(raw)
+    assert na.RECORDS_LOST._value.get() - lost == 50
+    assert na.INCOMPLETE._value.get() - incomplete == 1
+    [it] = agent.poster.queue
+    assert it.seq == r.seq and it.lines[0].startswith("oom-kill:")  # named by its oom-kill: record
