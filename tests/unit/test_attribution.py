@@ -1,8 +1,9 @@
 """Who an OOM kill hit, on kernel text published from real clusters (tests/unit/data/kernel/
 published/, each file says where it came from): the four classes docs/design.md "OOM kills"
 describes (group kills, a memcg above the container, a pod UID not in the cluster, a container
-ID that is not the current one), node-problem-detector's one-Event-per-line shape, the node
-agent's counter kills, and the kernel-monitor rule of docs/npd.md.
+ID that is not the current one), node-problem-detector's one-Event-per-line shape, one kill
+reported by both NPD and the node agent, the node agent's counter kills, and the kernel-monitor
+rule of docs/npd.md.
 
 The kernel text is real; the Pods and Nodes around it are built here, from what the logs say
 (pod UID, container IDs, QoS class).
@@ -152,8 +153,11 @@ def test_a_pod_uid_not_in_the_cluster_blames_no_other_pod():
     assert (k.attribution, k.pod, k.container) == ("none", None, None)
     assert (k.kernel_pod_uid, k.kernel_container_id) == (AKS_UID, AKS_KILLED_CID)
     assert k.silent is True and AKS_UID in k.reason
+    d = k.as_dict()  # the JSON contract: the kernel's pod UID and container ID, and why no pod is named
+    assert (d["attribution"], d["pod"], d["kernelPodUID"], d["kernelContainerID"], d["reason"]) == (
+        "none", None, AKS_UID, AKS_KILLED_CID, k.reason)
     [v] = silent(r)
-    assert (v.kind, v.name) == ("Node", "n1") and AKS_UID in v.message
+    assert (v.kind, v.name) == ("Node", "n1") and AKS_UID in v.message and k.reason in v.message
 
 
 # --- class 2: a BestEffort container without a limit, NPD's Event only ------------------------------
@@ -179,6 +183,61 @@ def test_a_container_without_a_limit_is_a_fingerprint_candidate():
     r = run([node()], [burstable, besteffort], [event(text, t)], now="2025-05-19T18:20:00Z")
     [k] = r.oom_kills
     assert (k.attribution, k.pod, k.container) == ("memcg", "shell", "sh")
+
+
+# --- NPD and the node agent both report one kill: one incident, the agent's memcg attribution -----------
+
+BOTH = "aks-cgroupv2-besteffort-group-kill-npd.txt"
+BOTH_UID = "a5d8fdd1-1369-469e-8a7d-2c1047529435"
+BOTH_CID = "9192cb33411ff69d015a3577db136757f5b145064a1703efea3d0e12e8a64987"
+BOTH_PIDS = [7788, 7620, 7656, 7657, 7712]  # the kernel's victim, then the group's other members
+
+
+def both_reports():
+    """The Events each source posted for the one kill of the published log: NPD's six (one per
+    `Killed process` line, stamped when NPD posted them, as client-go's recorder does: the time of
+    its log line), and the one the node agent posts (the kernel's lines without syslog's prefix,
+    stamped with the kernel's time, which NPD's log gives as its Timestamp)."""
+    lines = kernel_text(BOTH).splitlines()
+    npd_line = re.compile(r"I0519 (?P<posted>[\d:]+)(?P<us>\.\d+) .*Timestamp:(?P<kernel>\S+ [\d:]+)\.\d+ .*"
+                          r"Reason:OOMKilling Message:(?P<message>.*?)\}\] Conditions:")
+    npd = [m for m in map(npd_line.search, lines) if m]
+    assert len(npd) == 6
+    day = npd[0]["kernel"].split()[0]
+    npd_events = []
+    for m in npd:
+        posted = f"{day}T{m['posted']}Z"
+        nanos = int(parse_time(posted) * 1e9) + int(float(m["us"]) * 1e9)
+        npd_events.append(event(m["message"], posted, name=f"n1.{nanos:x}"))
+    kernel = [re.sub(r"^.*? kernel: \[[^]]*\] ", "", line) for line in lines if " kernel: [" in line]
+    agent = event("\n".join(kernel), npd[0]["kernel"].replace(" ", "T") + "Z",
+                  name="n1.oom.0f1e2d3c4b5a69788796a5b4c3d2e1f0.4711", source="memory-hygiene-node-agent")
+    return npd_events, agent
+
+
+def nginx_pod():
+    return pod("nginx", BOTH_UID, {"nginx": ({}, {"containerID": f"containerd://{BOTH_CID}"})})
+
+
+def test_npd_and_the_agent_reporting_one_kill_make_one_incident_with_the_memcg_attribution():
+    """Two BestEffort pods on the node: NPD's Events alone leave the fingerprint ambiguous; with the
+    agent's Event for the same kill (same node, same pids, a second apart) it is one incident,
+    attributed by the memcg path, under the kernel's victim, whatever order the Events come in."""
+    npd, agent = both_reports()
+    pods = [nginx_pod(), other_besteffort()]
+    now = "2025-05-19T18:20:00Z"
+    r = run([node(capacity="8Gi")], pods, npd, now=now)
+    [k] = r.oom_kills
+    assert (k.attribution, k.pod, k.reason, k.kernel_pod_uid) == ("none", None, "2 containers score 1000", None)
+    for events in (npd + [agent], [agent] + npd):
+        r = run([node(capacity="8Gi")], pods, events, now=now)
+        [k] = r.oom_kills
+        assert (k.attribution, k.namespace, k.pod, k.container, k.reason) == (
+            "memcg", "default", "nginx", "nginx", None)
+        assert (k.pid, k.process, list(k.pids), k.kills) == (7788, "bash", BOTH_PIDS, 5)
+        assert (k.kernel_pod_uid, k.kernel_container_id, k.anon_rss) == (BOTH_UID, BOTH_CID, 7165824 * 1024)
+        [v] = silent(r)
+        assert (v.kind, v.name, v.container) == ("Pod", "nginx", "nginx") and "memcg path" in v.message
 
 
 # --- class 1: a cgroup v2 group kill -------------------------------------------------------------------

@@ -207,3 +207,70 @@ def test_counter_rise_taken_as_a_ratelimited_report_is_not_posted_twice(monkeypa
 
     items = asyncio.run(main())
     assert [(i.source, i.seq) for i in items] == [("memcg", 2)]  # one was the log's, one was not
+
+
+def test_kills_the_ring_buffer_held_at_start_are_posted_within_the_lookback_once():
+    """The agent was down while two kills happened; the ring buffer still holds both reports (the
+    real records of tests/unit/data/kernel/kmsg-6.18.44-fc-v1252-cgroupv1.txt, the second copy
+    with later sequence numbers and times). At start the kill within --lookback is posted, the older
+    one counted too_old; restarted again, the agent posts neither (409: the API server's ledger)."""
+    import time
+
+    data = Path(__file__).parent / "data" / "kernel" / "kmsg-6.18.44-fc-v1252-cgroupv1.txt"
+    records = list(kmsg.split_records(data.read_text()))
+    first = [kmsg.parse_record(r) for r in records]
+    shift_seq, shift_usec = 1000, 4000 * 1_000_000  # the second kill: 4000 s after the first
+    second = [f"{r.prio},{r.seq + shift_seq},{r.usec + shift_usec},{r.flags};{r.text}\n" for r in first]
+    killed_seq = next(r.seq for r in first if "Killed process" in r.text)
+    killed_usec = next(r.usec for r in first if "Killed process" in r.text)
+    api = FakeApi()
+
+    def start_agent() -> na.Poster:
+        poster = na.Poster(api, "n1", BOOT, burst=25, refill_seconds=300, max_kills_per_event=10, max_pending=100)
+        # boot set so that the first kill is 5000 s old, the second 1000 s: --lookback 3600
+        boot = time.time() - 5000 - killed_usec / 1e6
+        agent = na.Agent("n1", BOOT, poster, lookback=3600, boot=boot, fixed_boot=True)
+        follower = na.KmsgFollower(agent)
+        for raw in records + second:
+            follower.feed_raw(raw)
+        follower.caught_up()
+        for k in follower.grouper.flush():
+            agent.kmsg_kill(k)
+        assert agent.ready
+        return poster
+
+    too_old = na.DROPPED.labels(cause="too_old")._value.get()
+    seen = na.KILLS_SEEN.labels(source="kmsg")._value.get()
+    _drive(start_agent())
+    assert na.KILLS_SEEN.labels(source="kmsg")._value.get() - seen == 2
+    assert na.DROPPED.labels(cause="too_old")._value.get() - too_old == 1
+    [ev] = api.posted
+    assert ev["metadata"]["name"] == kmsg.kill_event_name("n1", BOOT, killed_seq + shift_seq)
+    assert any(line.startswith("oom-kill:") for line in ev["message"].split("\n"))
+
+    already = na.KILLS_ALREADY._value.get()
+    _drive(start_agent())
+    assert len(api.posted) == 1  # nothing posted twice
+    assert na.KILLS_ALREADY._value.get() - already == 1
+    assert na.DROPPED.labels(cause="too_old")._value.get() - too_old == 2
+
+
+def test_a_sequence_gap_is_counted_as_lost_records_and_the_cut_report_still_posted():
+    """The ring buffer overran between two reads: the follower counts the records it never saw
+    (kmsg_records_lost_total) and posts the report it was reading as incomplete."""
+    data = Path(__file__).parent / "data" / "kernel" / "kmsg-6.18.44-fc-v1252-cgroupv1.txt"
+    records = list(kmsg.split_records(data.read_text()))
+    summary = next(i for i, r in enumerate(records) if ";oom-kill:" in r)
+    r = kmsg.parse_record(records[summary])
+    # everything after the oom-kill: record was overwritten; the next record read is 50 further
+    after = f"6,{r.seq + 51},{r.usec + 10_000_000},-;eth0: link up\n"
+    agent, _ = _agent()
+    agent.lookback = 1e12  # the fixture's kill is old: keep it
+    follower = na.KmsgFollower(agent)
+    lost, incomplete = na.RECORDS_LOST._value.get(), na.INCOMPLETE._value.get()
+    for raw in records[:summary + 1] + [after]:
+        follower.feed_raw(raw)
+    assert na.RECORDS_LOST._value.get() - lost == 50
+    assert na.INCOMPLETE._value.get() - incomplete == 1
+    [it] = agent.poster.queue
+    assert it.seq == r.seq and it.lines[0].startswith("oom-kill:")  # named by its oom-kill: record
