@@ -1,7 +1,8 @@
 """MemoryPolicy guardrails at admission, on the real API server with the real kubectl.
 
 - Equivalence: pods and workload templates generated to cover every branch (sidecars, init
-  containers, pod-level limits, requests defaulted from limits, zero amounts, pod labels) are
+  containers, pod-level limits and pod-level resources without one, resource lists without memory,
+  requests defaulted from limits, zero amounts, pod labels) are
   dry-run created against the operator's generated ValidatingAdmissionPolicy (Warn) and judged by
   the Python rule (``core/rules.evaluate_pod``) on the very object the server returned; the two
   must agree case by case.
