@@ -1,7 +1,8 @@
 """MemoryPolicy guardrails at admission, on the real API server with the real kubectl.
 
 - Equivalence: pods and workload templates generated to cover every branch (sidecars, init
-  containers, pod-level limits, requests defaulted from limits, zero amounts, pod labels) are
+  containers, pod-level limits and pod-level resources without one, resource lists without memory,
+  requests defaulted from limits, zero amounts, pod labels) are
   dry-run created against the operator's generated ValidatingAdmissionPolicy (Warn) and judged by
   the Python rule (``core/rules.evaluate_pod``) on the very object the server returned; the two
   must agree case by case.
@@ -153,23 +154,30 @@ SHAPES = [
 """(request, limit) of a container: absent, zero, within and over 2x, a limit defaulting the request."""
 
 
-def container(name: str, request: str | None, limit: str | None, **extra: Any) -> dict:
-    res: dict[str, dict[str, str]] = {}
+def container(name: str, request: str | None, limit: str | None, cpu: bool = False, **extra: Any) -> dict:
+    """``cpu``: CPU in both resource lists too, so a list is there without a memory entry."""
+    res: dict[str, dict[str, str]] = {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m"}} if cpu else {}
     if request is not None:
-        res["requests"] = {"memory": request}
+        res.setdefault("requests", {})["memory"] = request
     if limit is not None:
-        res["limits"] = {"memory": limit}
+        res.setdefault("limits", {})["memory"] = limit
     return {"name": name, "image": "registry.invalid/app:1", "resources": res, **extra}
 
 
 def pod_body(name: str, containers: list[dict], init: list[dict] = (), pod_limit: str | None = None,
-             labels: dict[str, str] | None = None) -> dict:
+             labels: dict[str, str] | None = None, pod_resources: dict | None = None) -> dict:
     spec: dict[str, Any] = {"containers": containers}
     if init:
         spec["initContainers"] = list(init)
     if pod_limit is not None:
         spec["resources"] = {"limits": {"memory": pod_limit}}
+    elif pod_resources is not None:
+        spec["resources"] = pod_resources
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+
+
+POD_LEVEL_WITHOUT_A_MEMORY_LIMIT = [None, {"requests": {"memory": "3Gi"}}, {"limits": {"cpu": "2"}}]
+"""Pod-level resources that bound no container's memory: none, a memory request only, a CPU limit only."""
 
 
 def cases() -> list[dict]:
@@ -182,8 +190,10 @@ def cases() -> list[dict]:
         if side is not None:
             init_containers.append(container("side", *side, restartPolicy="Always"))
         labels = {"team": "skip"} if n % 7 == 0 else {"team": "a"}
-        out.append(pod_body(f"case-{n}", [container("app", *app), container("other", "1Gi", "1Gi")],
-                            init_containers, pod_limit, labels))
+        # spread over the cases (and over every third one, the workload templates' share)
+        pod_resources = POD_LEVEL_WITHOUT_A_MEMORY_LIMIT[(n // 5) % 3]
+        out.append(pod_body(f"case-{n}", [container("app", *app, cpu=n % 4 < 2), container("other", "1Gi", "1Gi")],
+                            init_containers, pod_limit, labels, pod_resources))
     return out
 
 
@@ -277,7 +287,12 @@ def test_the_api_server_and_the_python_rule_agree_case_by_case(enforcer, kube, k
                 tally["refused as invalid"] += 1
                 return
             pod = to_pod(obj)
-            tally["pod-level limit"] += "resources" in pod["spec"]
+            pod_level = pod["spec"].get("resources") or {}
+            tally["pod-level limit"] += "memory" in pod_level.get("limits", {})
+            tally["pod-level, no memory limit"] += bool(pod_level) and "memory" not in pod_level.get("limits", {})
+            app = next(c for c in pod["spec"]["containers"] if c["name"] == "app")
+            tally["app lists without memory"] += any(
+                k in app["resources"] and "memory" not in app["resources"][k] for k in ("requests", "limits"))
             tally["sidecar"] += any(c.get("restartPolicy") == "Always" for c in pod["spec"].get("initContainers", []))
             expected = python_says(model, pod)
             got = server_says(warnings, name)
@@ -303,6 +318,7 @@ def test_the_api_server_and_the_python_rule_agree_case_by_case(enforcer, kube, k
             assert tally[rule] > 20, tally
         assert tally["judged"] - tally["with violations"] > 50
         assert tally["pod-level limit"] > 100 and tally["sidecar"] > 100, tally  # kept by the server
+        assert tally["pod-level, no memory limit"] > 100 and tally["app lists without memory"] > 100, tally
     finally:
         kube.delete_policy(name)
 

@@ -80,6 +80,14 @@ def test_one_pair_per_action_and_the_ratio_literal():
     ratio = next(v for v in warn["spec"]["variables"] if v["name"] == "overRatio")["expression"]
     assert "> 2.0 * " in ratio and "asApproximateFloat()" in ratio
     assert "over 2x the request" in warn["spec"]["validations"][1]["messageExpression"]
+    # every message names the MemoryPolicy, the containers (the CEL list) and the fix
+    for v, variable, fix in ((warn["spec"]["validations"][0], "noRequest", "add resources.requests.memory"),
+                             (warn["spec"]["validations"][1], "overRatio",
+                              "raise resources.requests.memory or lower resources.limits.memory to at most 2x it"),
+                             (deny["spec"]["validations"][0], "noLimit", "add resources.limits.memory")):
+        assert v["messageExpression"].startswith("'MemoryPolicy ' + \"team\" + ': '"), v
+        assert f"variables.{variable}.join(', ')" in v["messageExpression"] and fix in v["messageExpression"], v
+        assert v["message"].startswith("MemoryPolicy team: ") and fix.split(" to at most")[0] in v["message"], v
     assert A.cel_double(1.5) == "1.5" and A.cel_double(1000) == "1000.0"
 
 
