@@ -185,6 +185,13 @@ def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
       never writes anchors;
     * nesting deeper than MAX_DEPTH and tags other than the plain scalar ones are refused.
 
+    A ``kubectl get -o yaml`` List (one document, its ``items`` a block sequence) takes a fast
+    path first (``_iter_yaml_fast``): items a guard finds nothing doubtful in are read by
+    rapidyaml in batches and come out as the reader above gives them (numbers resolved as PyYAML
+    does); any other item is read alone by the reader above; on any error or doubt the reader
+    above reads the whole text again, skipping what was already given out. Without rapidyaml
+    installed, the reader above reads it all.
+
     Either way, any problem: InputError naming ``where`` and the line."""
     if _JSON_START.match(text):
         given = 0
