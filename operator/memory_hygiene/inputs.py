@@ -511,8 +511,8 @@ _FIRST = r"(?=[!&*%@`?~,\]}:|>\[{+.0-9<='\"-]|[yYnNoOtTfFiI])"
 _BAD = "|".join([
     # indicators: tags, anchors, aliases, directives, reserved, complex keys, empty keys, flow
     # collections other than an empty one at the end of a line, block scalar headers other than
-    # |, |-, |+, >, >-, >+ at the end of a line
-    r"[!&*%@`?~,\]}:]|[|>](?![-+]?[ ]*$)|\[(?!\][ ]*$)|\{(?!\}[ ]*$)",
+    # kubectl's | and |- at the end of a line (folding and keeping trailing lines: not ours)
+    r"[!&*%@`?~,\]}:>]|\|(?!-?[ ]*$)|\[(?!\][ ]*$)|\{(?!\}[ ]*$)",
     # plain scalars YAML 1.1 resolves where YAML 1.2 (rapidyaml's JSON) does not
     r"(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|True|TRUE|False|FALSE|Null|NULL|<<|=)" + _END,
     r"[+]|-\.|\.(?:inf|Inf|INF|nan|NaN|NAN)" + _END,
@@ -545,19 +545,79 @@ _ODD = re.compile(r"[^\n -~\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\\\u2
 _COMMENT = re.compile(r"(?:^|[ ])#", re.M)
 
 
+_LITERAL = re.compile(r"(?:: +|^[ ]*(?:- +)+)\|-?[ ]*\n", re.M)
+"""The header of a literal block scalar (``key: |``, ``- |-``; kubectl writes a string with line
+breaks so, e.g. ``last-applied-configuration``): its lines are text, the same to both readers."""
+_PREFIX = re.compile(r"[ -]*")
+_BLANKS = re.compile(r"(?:([ ]*)\n)*([ ]*)(?=[^ \n])")
+_LESS_INDENTED: dict[int, re.Pattern[str]] = {}
+
+
+def _literal_blocks(text: str, lo: int, hi: int) -> tuple[list[tuple[int, int]], int | None]:
+    """The content lines of the literal block scalars in text[lo:hi], as (start, end) spans whose
+    guard hits do not count, and where the first header is whose block is not plain text to
+    both readers (blank lines before it with more spaces than its first line: libyaml refuses
+    them), or None."""
+    spans: list[tuple[int, int]] = []
+    pos = lo
+    while (m := _LITERAL.search(text, pos, hi)) is not None:
+        start = m.end()
+        line = text.rfind("\n", 0, m.start()) + 1
+        prefix = _PREFIX.match(text, line, text.index("|", m.start())).end()
+        # the parent's indentation, or more: the key's column (``key: |``), one past the dash's
+        # (``- |``); a first line indented no deeper than that is not the block's
+        column = prefix - line if text[m.start()] == ":" else text.rindex("-", line, prefix) + 1 - line
+        first = _BLANKS.match(text, start, hi)
+        if first is None:  # the item ends with it: an empty block
+            pos = start
+            continue
+        indent = len(first.group(2))
+        if indent <= column:  # empty: the next line is not its content
+            pos = start
+            continue
+        if any(len(b) > indent for b in text[start:first.start(2)].split("\n")):
+            return spans, m.start()
+        less = _LESS_INDENTED.get(indent)
+        if less is None:
+            less = _LESS_INDENTED.setdefault(indent, re.compile(r"\n {0,%d}(?=[^ \n])" % (indent - 1)))
+        end_m = less.search(text, start - 1, hi)
+        end = end_m.start() if end_m is not None else hi
+        spans.append((start, end))
+        pos = end
+    return spans, None
+
+
+def _first_outside(pattern: re.Pattern[str], text: str, lo: int, hi: int, spans: list[tuple[int, int]]) -> int | None:
+    """Where ``pattern`` first matches in text[lo:hi] (a line's start for a match of its newline)
+    outside ``spans``."""
+    pos, k = lo, 0
+    while (m := pattern.search(text, pos, hi)) is not None:
+        at = m.start() + (text[m.start()] == "\n")
+        while k < len(spans) and spans[k][1] <= at:
+            k += 1
+        if k == len(spans) or at < spans[k][0]:
+            return at
+        pos = spans[k][1]
+    return None
+
+
 def _guard(text: str, lo: int, hi: int, data: bytes) -> int | None:
     """Where in text[lo:hi] (whole lines, after a newline; ``data`` its UTF-8) the first thing is
     that rapidyaml may read otherwise than the reference reader (not necessarily the first such
-    thing)."""
-    hits = [m.start() + (text[m.start()] == "\n") for g in _GUARDS if (m := g.search(text, lo - 1, hi)) is not None]
+    thing). The lines of literal block scalars are text to both: only the characters libyaml
+    refuses count there."""
+    spans, bad = _literal_blocks(text, lo, hi) if data.find(b"|") >= 0 else ([], None)
+    hits = [at for g in _GUARDS if (at := _first_outside(g, text, lo - 1, hi, spans)) is not None]
+    if bad is not None:
+        hits.append(bad)
     if data.translate(None, _PLAIN_BYTES) or not data.isascii():
-        odd = _ODD.search(text, lo, hi)
+        odd = _ODD.search(text, lo, hi)  # in block scalars too
         if odd is not None:
             hits.append(odd.start())
     if data.find(b"#") >= 0:
-        m = _COMMENT.search(text, lo, hi)
-        if m is not None:
-            hits.append(m.start())
+        at = _first_outside(_COMMENT, text, lo, hi, spans)
+        if at is not None:
+            hits.append(at)
     return min(hits) if hits else None
 
 
