@@ -4,6 +4,7 @@ plain data. This is shell, not core: it does I/O."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import json
 import re
@@ -184,6 +185,13 @@ def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
       never writes anchors;
     * nesting deeper than MAX_DEPTH and tags other than the plain scalar ones are refused.
 
+    A ``kubectl get -o yaml`` List (one document, its ``items`` a block sequence) takes a fast
+    path first (``_iter_yaml_fast``): items a guard finds nothing doubtful in are read by
+    rapidyaml in batches and come out as the reader above gives them (numbers resolved as PyYAML
+    does); any other item is read alone by the reader above; on any error or doubt the reader
+    above reads the whole text again, skipping what was already given out. Without rapidyaml
+    installed, the reader above reads it all.
+
     Either way, any problem: InputError naming ``where`` and the line."""
     if _JSON_START.match(text):
         given = 0
@@ -195,8 +203,23 @@ def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
         except _NotJSON as err:
             if given:
                 raise InputError(f"{err.where}: not valid JSON at line {_line(text, err.pos)}: {err.problem}") from None
+    skip = 0
+    if _ryml is not None and not _JSON_START.match(text):
+        cut = _cut_list(text)
+        if cut is not None:
+            try:
+                for obj in _iter_yaml_fast(text, where, cut):
+                    yield obj
+                    skip += 1
+                return
+            except _Doubt:
+                pass  # the reference reader reads it all again; what was given out is skipped
     try:
-        yield from _iter_documents(text, where)
+        for obj in _iter_documents(text, where):
+            if skip:
+                skip -= 1
+                continue
+            yield obj
     except InputError:
         raise
     except (yaml.YAMLError, ValueError, RecursionError) as err:
@@ -450,6 +473,305 @@ def _no_lone_surrogates(value: Any, text: str, pos: int, where: str) -> None:
             except UnicodeEncodeError:
                 raise InputError(f"{where}: not valid JSON at line {_line(text, pos)}: a \\u escape of "
                                  "half a UTF-16 surrogate pair, not a character") from None
+
+
+# --- The YAML fast path: rapidyaml (C++) for the items of a `kubectl get -o yaml` List ----------
+
+try:
+    import ryml as _ryml  # PyPI rapidyaml
+except ImportError:  # pragma: no cover - a dependency; without it, the reference reader alone
+    _ryml = None
+
+FAST_ITEMS = {"fast": 0, "reference": 0}
+"""Items of YAML Lists given out so far by the fast path: read by rapidyaml ("fast"), or by the
+reference reader for that item alone ("reference"). When it gives up part-way (then the
+reference reader reads the whole text again), what it counted stays counted. For tests and
+benchmarks."""
+
+_FAST_BATCH = 1 << 19
+"""Characters of consecutive items handed to rapidyaml at once (its tree is ~10x the text)."""
+
+
+class _Doubt(Exception):
+    """The fast path cannot vouch for the text: the reference reader reads it all."""
+
+
+_ITEMS_KEY = re.compile(r"\nitems:[ ]*\n")
+_KEY_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*:(?:[ ][^\n]*)?")
+_SPACES = re.compile(r"[ ]*")
+_ITEMS_END_0 = re.compile(r"\n(?:[^ \n-]|-[^ \n])")
+_ITEMS_END = re.compile(r"\n[^ \n]")
+
+# Where rapidyaml and PyYAML's safe loader (YAML 1.1, libyaml) may read the same text differently,
+# or only one of them refuse it: such an item goes to the reference reader. A token starts after
+# a line's indentation and sequence dashes, or after ": ". Each search has a literal or a small
+# first character to look for: one regex of all the rules takes 10x longer.
+_END = r"(?=[ ]*(?:$|:[ ]|:$))"
+_FIRST = r"(?=[!&*%@`?~,\]}:|>\[{+.0-9<='\"-]|[yYnNoOtTfFiI])"
+_BAD = "|".join([
+    # indicators: tags, anchors, aliases, directives, reserved, complex keys, empty keys, flow
+    # collections other than an empty one at the end of a line, block scalar headers other than
+    # kubectl's | and |- at the end of a line (folding and keeping trailing lines: not ours)
+    r"[!&*%@`?~,\]}:>]|\|(?!-?[ ]*$)|\[(?!\][ ]*$)|\{(?!\}[ ]*$)",
+    # plain scalars YAML 1.1 resolves where YAML 1.2 (rapidyaml's JSON) does not
+    r"(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|True|TRUE|False|FALSE|Null|NULL|<<|=)" + _END,
+    r"[+]|-\.|\.(?:inf|Inf|INF|nan|NaN|NAN)" + _END,
+    r"-?\.?(?:[iI][nN][fF]|[nN][aA][nN])",  # rapidyaml writes inf, nan, ... as .inf, .nan
+    # quoted scalars: on more than one line, or followed by more than a key's colon (rapidyaml
+    # reads `'a' b` where libyaml refuses it)
+    r"'(?:[^'\n]|'')*+(?:$|'(?![ ]*(?:$|:[ ]|:$)))|\"[^\"\n]*+(?:$|\"(?![ ]*(?:$|:[ ]|:$)))",
+    r"[0-9]{4}-[0-9][0-9]?-[0-9][0-9]?(?:[ Tt]|" + _END + r")",  # timestamps
+    # PyYAML's ints and floats other than JSON's numbers (the parse_int/parse_float hooks resolve
+    # those as PyYAML does)
+    r"(?!-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?" + _END + r")(?:"
+    r"[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+"
+    r"|[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*)" + _END,
+])
+_GUARDS = [
+    # a token at the start of a line; keys PyYAML reads as something else than a string (JSON's
+    # keys are strings)
+    re.compile(r"\n *+(?:- +)*+" + _FIRST + "(?:" + _BAD
+               + r"|(?:[-+]?\.?[0-9][^\n]*?|true|false|null)[ ]*:(?:[ ]|$))", re.M),
+    re.compile(r": ++" + _FIRST + "(?:" + _BAD + ")", re.M),  # a token after ": "
+    # document markers; deep nesting (MAX_DEPTH is checked by the reference reader only)
+    re.compile(r"\n(?:---|\.\.\.)(?:[ ]|$)|\n[ -]{80}", re.M),
+]
+_PLAIN_BYTES = b"\n" + bytes(c for c in range(0x20, 0x7F) if c != 0x5C) + bytes(range(0x80, 0x100))
+"""Bytes that need no closer look: not tabs, control characters, backslashes (escapes: either
+reader may refuse one the other reads)."""
+_ODD = re.compile(r"[^\n -~\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\\\u2028\u2029\ufeff]")
+"""The same, characters libyaml refuses or takes for a line break, a byte order mark."""
+_COMMENT = re.compile(r"(?:^|[ ])#", re.M)
+
+
+_LITERAL = re.compile(r"(?:: +|^[ ]*(?:- +)+)\|-?[ ]*\n", re.M)
+"""The header of a literal block scalar (``key: |``, ``- |-``; kubectl writes a string with line
+breaks so, e.g. ``last-applied-configuration``): its lines are text, the same to both readers."""
+_PREFIX = re.compile(r"[ -]*")
+_BLANKS = re.compile(r"(?:([ ]*)\n)*([ ]*)(?=[^ \n])")
+_LESS_INDENTED: dict[int, re.Pattern[str]] = {}
+
+
+def _literal_blocks(text: str, lo: int, hi: int) -> tuple[list[tuple[int, int]], int | None]:
+    """The content lines of the literal block scalars in text[lo:hi], as (start, end) spans whose
+    guard hits do not count, and where the first header is whose block is not plain text to
+    both readers (blank lines before it with more spaces than its first line: libyaml refuses
+    them), or None."""
+    spans: list[tuple[int, int]] = []
+    pos = lo
+    while (m := _LITERAL.search(text, pos, hi)) is not None:
+        start = m.end()
+        line = text.rfind("\n", 0, m.start()) + 1
+        prefix = _PREFIX.match(text, line, text.index("|", m.start())).end()
+        # the parent's indentation, or more: the key's column (``key: |``), one past the dash's
+        # (``- |``); a first line indented no deeper than that is not the block's
+        column = prefix - line if text[m.start()] == ":" else text.rindex("-", line, prefix) + 1 - line
+        first = _BLANKS.match(text, start, hi)
+        if first is None:  # the item ends with it: an empty block
+            pos = start
+            continue
+        indent = len(first.group(2))
+        if indent <= column:  # empty: the next line is not its content
+            pos = start
+            continue
+        if any(len(b) > indent for b in text[start:first.start(2)].split("\n")):
+            return spans, m.start()
+        less = _LESS_INDENTED.get(indent)
+        if less is None:
+            less = _LESS_INDENTED.setdefault(indent, re.compile(r"\n {0,%d}(?=[^ \n])" % (indent - 1)))
+        end_m = less.search(text, start - 1, hi)
+        end = end_m.start() if end_m is not None else hi
+        spans.append((start, end))
+        pos = end
+    return spans, None
+
+
+def _first_outside(pattern: re.Pattern[str], text: str, lo: int, hi: int, spans: list[tuple[int, int]]) -> int | None:
+    """Where ``pattern`` first matches in text[lo:hi] (a line's start for a match of its newline)
+    outside ``spans``."""
+    pos, k = lo, 0
+    while (m := pattern.search(text, pos, hi)) is not None:
+        at = m.start() + (text[m.start()] == "\n")
+        while k < len(spans) and spans[k][1] <= at:
+            k += 1
+        if k == len(spans) or at < spans[k][0]:
+            return at
+        pos = spans[k][1]
+    return None
+
+
+def _guard(text: str, lo: int, hi: int, data: bytes) -> int | None:
+    """Where in text[lo:hi] (whole lines, after a newline; ``data`` its UTF-8) the first thing is
+    that rapidyaml may read otherwise than the reference reader (not necessarily the first such
+    thing). The lines of literal block scalars are text to both: only the characters libyaml
+    refuses count there."""
+    spans, bad = _literal_blocks(text, lo, hi) if data.find(b"|") >= 0 else ([], None)
+    hits = [at for g in _GUARDS if (at := _first_outside(g, text, lo - 1, hi, spans)) is not None]
+    if bad is not None:
+        hits.append(bad)
+    if data.translate(None, _PLAIN_BYTES) or not data.isascii():
+        odd = _ODD.search(text, lo, hi)  # in block scalars too
+        if odd is not None:
+            hits.append(odd.start())
+    if data.find(b"#") >= 0:
+        at = _first_outside(_COMMENT, text, lo, hi, spans)
+        if at is not None:
+            hits.append(at)
+    return min(hits) if hits else None
+
+
+def _cut_list(text: str) -> tuple[str, list[int], int, str] | None:
+    """A ``kubectl get -o yaml`` List cut at C speed: (the text without its items, where each item
+    starts, where the last one ends, the items' indentation). None for anything else."""
+    if "\r" in text or text.startswith("\ufeff"):
+        return None
+    if text.startswith("items:"):
+        m, key = _ITEMS_KEY.match("\n" + text[:200]), 0
+        start = m.end() - 1 if m else 0
+    else:
+        m = _ITEMS_KEY.search(text)
+        key, start = (m.start() + 1, m.end()) if m else (0, 0)
+    if m is None or _ITEMS_KEY.search(text, start - 1) is not None:
+        return None
+    indent = _SPACES.match(text, start).end() - start
+    pad = " " * indent
+    if not text.startswith(pad + "- ", start):
+        return None
+    if indent == 0:  # kubectl's style: the items' dashes at column 0
+        end_m = _ITEMS_END_0.search(text, start - 1)
+    else:
+        end_m = _ITEMS_END.search(text, start - 1)
+    end = end_m.start() + 1 if end_m else len(text)
+    # lines less indented than the items, or as indented and not an item, are not ours to read
+    if indent and re.compile(r"^(?: {0,%d}[^ \n]|%s(?![ \n]|-[ \n]|-$))" % (indent - 1, pad), re.M).search(text, start, end):
+        return None
+    starts = [i.start() + 1 for i in re.compile(r"\n%s-(?: |$)" % pad, re.M).finditer(text, start - 1, end)]
+    head, tail = text[:key], text[end:]
+    for part in (head, tail):
+        for line in part.split("\n"):
+            if line and not line.startswith(" ") and not _KEY_LINE.fullmatch(line):
+                return None
+    return head + "items: []\n" + tail, starts, end, pad
+
+
+def _hook(token: str) -> Any:
+    """A number rapidyaml wrote into its JSON, as PyYAML resolves the same plain scalar."""
+    hit = _PLAIN.get(token, _PLAIN)
+    if hit is not _PLAIN:
+        return hit
+    tag = _RESOLVER.resolve(yaml.ScalarNode, token, (True, False))
+    if tag == "tag:yaml.org,2002:str":
+        out: Any = token
+    elif tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        try:
+            out = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, token))
+        except ValueError:  # too many digits: the reference reader says so
+            raise _Doubt(token) from None
+    else:
+        raise _Doubt(token)
+    if len(token) <= _PLAIN_LEN:
+        if len(_PLAIN) >= _PLAIN_MAX:
+            _PLAIN.clear()
+        _PLAIN[token] = out
+    return out
+
+
+_RYML_JSON = json.JSONDecoder(parse_int=_hook, parse_float=_hook, parse_constant=_no_constant)
+
+
+class _Quiet:
+    """stderr (fd 2) sent to /dev/null: rapidyaml prints its parse errors there before raising."""
+
+    def __enter__(self) -> None:
+        import os
+        self.saved = None
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        except OSError:
+            pass
+
+    def __exit__(self, *exc: Any) -> None:
+        import os
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+
+
+def _ryml_items(chunk: bytes) -> list[Any]:
+    """The values of a block sequence's text (some items of the List), read by rapidyaml and
+    Python's JSON scanner, scalars resolved as PyYAML does; _Doubt if either refuses it."""
+    try:
+        with _Quiet():
+            tree = _ryml.parse_in_arena(chunk)
+        out = _RYML_JSON.decode(_ryml.emit_json_malloc(tree, tree.root_id()))
+    except _Doubt:
+        raise
+    except Exception as err:  # noqa: BLE001 - rapidyaml's errors, JSON's, numbers
+        raise _Doubt(str(err)) from None
+    if type(out) is not list:
+        raise _Doubt("not a sequence")
+    return out
+
+
+def _reference_item(chunk: str, where: str, i: int, pad: str) -> list[tuple[Any, str]]:
+    """One item read by the reference reader, alone (as the whole text would read it)."""
+    inner = f"{where} items[0]"
+    try:
+        got = list(_iter_documents("kind: List\nitems:\n" + chunk, where))
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # InputError is a ValueError
+        raise _Doubt(str(err)) from None
+    out = []
+    for obj, w in got:
+        if not w.startswith(inner):
+            raise _Doubt(w)
+        out.append((obj, f"{where} items[{i}]{w[len(inner):]}"))
+    return out
+
+
+def _iter_yaml_fast(text: str, where: str, cut: tuple[str, list[int], int, str]) -> Iterator[tuple[Any, str]]:
+    """The items of a one-document YAML List (``kubectl get -o yaml``), as ``_iter_documents``
+    gives them: consecutive items rapidyaml can be trusted with read by it in batches, any other
+    item by the reference reader alone; the text without its items by the reference reader too.
+    _Doubt when any of it is not certain (then the reference reader reads the whole text)."""
+    envelope, starts, end, pad = cut
+    try:  # the List itself: as the reference reader reads it, its items apart
+        if list(_iter_documents(envelope, where)):
+            raise _Doubt("not a List")
+        for part in (envelope[:envelope.index("items: []\n")], envelope[envelope.index("items: []\n") + 10:]):
+            for ev in _events(part):
+                pass
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
+        raise _Doubt(str(err)) from None
+    bounds = starts + [end]
+    n = len(starts)
+    i = 0
+    while i < n:
+        # the longest run of items from i within the batch size that the guard lets through
+        j = i + 1
+        while j < n and bounds[j + 1] - bounds[i] <= _FAST_BATCH:
+            j += 1
+        data = text[bounds[i]:bounds[j]].encode()
+        hit = _guard(text, bounds[i], bounds[j], data)
+        if hit is not None:
+            j = bisect.bisect_right(bounds, hit) - 1  # the item holding it
+            data = text[bounds[i]:bounds[j]].encode()
+        if j > i:
+            values = _ryml_items(data)
+            if len(values) != j - i:
+                raise _Doubt("items miscounted")
+            for k, value in enumerate(values):
+                FAST_ITEMS["fast"] += 1
+                yield from _flatten(value, f"{where} items[{i + k}]")
+            i = j
+            continue
+        FAST_ITEMS["reference"] += 1
+        yield from _reference_item(text[bounds[i]:bounds[i + 1]], where, i, pad)
+        i += 1
 
 
 POLICY_MAX_VALUES = 100_000
