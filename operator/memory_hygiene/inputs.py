@@ -173,9 +173,9 @@ def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
     is read, so a 50 MB dump never stands in memory whole.
 
     Text whose first non-blank character is ``{`` or ``[`` (``kubectl get -o json``) is read as
-    JSON by the standard library's C scanner, one List item at a time (``_iter_json``): six times
-    faster than the fastest YAML parser measured (docs/benchmarks.md). If it turns out not to be JSON before its first object
-    was given out (YAML's flow style also starts with a brace), the YAML reader reads it whole.
+    JSON by the standard library's C scanner, one List item at a time (``_iter_json``): the fastest
+    way in (docs/benchmarks.md). If it turns out not to be JSON before its first object was given
+    out (YAML's flow style also starts with a brace), the YAML reader reads it whole.
 
     YAML is built from libyaml's events, like PyYAML's safe loader, except:
 
