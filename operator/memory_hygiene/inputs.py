@@ -7,6 +7,7 @@ import asyncio
 import bisect
 import gc
 import json
+import os
 import re
 import sys
 import time
@@ -684,8 +685,7 @@ class _Quiet:
     """stderr (fd 2) sent to /dev/null: rapidyaml prints its parse errors there before raising."""
 
     def __enter__(self) -> None:
-        import os
-        self.saved = None
+        self.saved: int | None = None
         try:
             sys.stderr.flush()
             self.saved = os.dup(2)
@@ -696,7 +696,6 @@ class _Quiet:
             pass
 
     def __exit__(self, *exc: Any) -> None:
-        import os
         if self.saved is not None:
             os.dup2(self.saved, 2)
             os.close(self.saved)
