@@ -1,7 +1,6 @@
 """EventSink: transitions only, dedupe across restarts through the API server, rate limits."""
 
 import asyncio
-import datetime as dt
 from types import SimpleNamespace
 
 import pytest

@@ -114,7 +114,7 @@ def test_pr_cont_split_summary_is_joined():
         REAL_RECORDS[0],
         f"6,464,9815235990,-;{a}",
         "6,465,9815235991,-;eth0: link down",  # another CPU's record in between
-        f"6,466,9815235992,c;,oom_memcg=",
+        "6,466,9815235992,c;,oom_memcg=",
         f"6,467,9815235993,c;{b}",
         f"6,468,9815235994,c;,task_memcg={c}",
         _shift(killed, 4),

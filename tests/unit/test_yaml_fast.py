@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import sys
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 

@@ -21,7 +21,7 @@ hold: there is no "reason in (a, b)".
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .engine import UNSCHEDULED
 from .events import oom_event_info
