@@ -235,35 +235,37 @@ BASE = go_dump([
 ALPHABET = " \n-:'\"#&*!|>[]{},.0123456789abeyn~%@`?\\\t"
 
 
-@settings(derandomize=True, database=None, max_examples=300, deadline=timedelta(seconds=2),
-          suppress_health_check=[HealthCheck.too_slow])
-@given(edits=st.lists(st.tuples(st.integers(0, len(BASE)), st.sampled_from(["ins", "del", "rep"]),
-                                st.text(ALPHABET, min_size=1, max_size=3)), min_size=1, max_size=3))
-def test_mutated_dumps_read_alike(edits):
-    text = BASE
-    for pos, op, s in edits:
-        pos = min(pos, len(text))
-        text = (text[:pos] + s + text[pos:] if op == "ins" else text[:pos] + text[pos + len(s):] if op == "del"
-                else text[:pos] + s + text[pos + len(s):])
-    same(text)
-
-
 REAL_BASE = (DATA / "pods.yaml").read_text() if (DATA / "pods.yaml").exists() else ""
 
 
-@settings(derandomize=True, database=None, max_examples=300, deadline=timedelta(seconds=2),
-          suppress_health_check=[HealthCheck.too_slow])
-@given(edits=st.lists(st.tuples(st.integers(0, max(len(REAL_BASE), 1)), st.sampled_from(["ins", "del", "rep"]),
-                                st.text(ALPHABET, min_size=1, max_size=3)), min_size=1, max_size=3))
-def test_mutated_real_dumps_read_alike(edits):
-    """As above, on real kubectl output (literal block scalars, quoted strings wrapped over lines)."""
-    assert REAL_BASE, "tests/unit/data/yaml_fast/pods.yaml"
-    text = REAL_BASE
+def edits_of(base: str):
+    """Up to three insertions, deletions or replacements of a few characters anywhere in base."""
+    return st.lists(st.tuples(st.integers(0, max(len(base), 1)), st.sampled_from(["ins", "del", "rep"]),
+                              st.text(ALPHABET, min_size=1, max_size=3)), min_size=1, max_size=3)
+
+
+def mutated(text: str, edits) -> str:
     for pos, op, s in edits:
         pos = min(pos, len(text))
         text = (text[:pos] + s + text[pos:] if op == "ins" else text[:pos] + text[pos + len(s):] if op == "del"
                 else text[:pos] + s + text[pos + len(s):])
-    same(text)
+    return text
+
+
+@settings(derandomize=True, database=None, max_examples=300, deadline=timedelta(seconds=2),
+          suppress_health_check=[HealthCheck.too_slow])
+@given(edits=edits_of(BASE))
+def test_mutated_dumps_read_alike(edits):
+    same(mutated(BASE, edits))
+
+
+@settings(derandomize=True, database=None, max_examples=300, deadline=timedelta(seconds=2),
+          suppress_health_check=[HealthCheck.too_slow])
+@given(edits=edits_of(REAL_BASE))
+def test_mutated_real_dumps_read_alike(edits):
+    """As above, on real kubectl output (literal block scalars, quoted strings wrapped over lines)."""
+    assert REAL_BASE, "tests/unit/data/yaml_fast/pods.yaml"
+    same(mutated(REAL_BASE, edits))
 
 
 # --- (c) each guard rule sends its case to the reference reader -----------------------------------
