@@ -22,7 +22,7 @@ from memory_hygiene.core.events import oom_event_info
 from memory_hygiene.core.kernel import parse_oom_text
 from memory_hygiene.core.kmsg import counter_kill_message
 from memory_hygiene.core.policy import parse_spec
-from memory_hygiene.core.snapshot import node_info, parse_time, pod_info
+from memory_hygiene.core.snapshot import format_time, node_info, parse_time, pod_info
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "kernel"
@@ -193,7 +193,7 @@ BOTH_CID = "9192cb33411ff69d015a3577db136757f5b145064a1703efea3d0e12e8a64987"
 BOTH_PIDS = [7788, 7620, 7656, 7657, 7712]  # the kernel's victim, then the group's other members
 
 
-def both_reports():
+def both_reports(agent_earlier: float = 0.0):
     """The Events each source posted for the one kill of the published log: NPD's six (one per
     `Killed process` line, stamped when NPD posted them, as client-go's recorder does: the time of
     its log line), and the one the node agent posts (the kernel's lines without syslog's prefix,
@@ -210,7 +210,8 @@ def both_reports():
         nanos = int(parse_time(posted) * 1e9) + int(float(m["us"]) * 1e9)
         npd_events.append(event(m["message"], posted, name=f"n1.{nanos:x}"))
     kernel = [re.sub(r"^.*? kernel: \[[^]]*\] ", "", line) for line in lines if " kernel: [" in line]
-    agent = event("\n".join(kernel), npd[0]["kernel"].replace(" ", "T") + "Z",
+    agent_time = format_time(parse_time(npd[0]["kernel"].replace(" ", "T") + "Z") - agent_earlier)
+    agent = event("\n".join(kernel), agent_time,
                   name="n1.oom.0f1e2d3c4b5a69788796a5b4c3d2e1f0.4711", source="memory-hygiene-node-agent")
     return npd_events, agent
 
@@ -238,6 +239,22 @@ def test_npd_and_the_agent_reporting_one_kill_make_one_incident_with_the_memcg_a
         assert (k.kernel_pod_uid, k.kernel_container_id, k.anon_rss) == (BOTH_UID, BOTH_CID, 7165824 * 1024)
         [v] = silent(r)
         assert (v.kind, v.name, v.container) == ("Pod", "nginx", "nginx") and "memcg path" in v.message
+
+
+@pytest.mark.parametrize("apart, incidents", [(1.0, 1), (2.0, 1), (3.0, 2), (30.0, 2)])
+def test_the_same_pid_is_one_kill_only_within_2_seconds(apart, incidents):
+    """Issue 11: NPD's and the agent's reports are one kill when the kernel times are within 2 s
+    (NPD stamps its post time, a second after the kernel's on the published log). Farther apart,
+    the same pid is another process's: two incidents, the agent's by memcg path and NPD's by
+    fingerprint, even though the policy correlates for 60 s."""
+    npd, _ = both_reports()
+    kernel_time = both_reports()[1].first_time
+    first_npd = min(e.first_time for e in npd)
+    _, agent = both_reports(agent_earlier=apart - (first_npd - kernel_time))  # the agent's time: apart before NPD's
+    assert first_npd - agent.first_time == apart
+    r = run([node(capacity="8Gi")], [nginx_pod(), other_besteffort()], npd + [agent], now="2025-05-19T18:20:00Z")
+    assert len(r.oom_kills) == incidents
+    assert sorted(k.attribution for k in r.oom_kills) == (["memcg"] if incidents == 1 else ["memcg", "none"])
 
 
 # --- class 1: a cgroup v2 group kill -------------------------------------------------------------------

@@ -501,16 +501,28 @@ def _believed(ev: OOMEventInfo, reporters: Sequence[str], now: float | None) -> 
     return None
 
 
+
+SAME_KILL_SECONDS = 2.0
+"""One kill reported twice (node-problem-detector and the node agent, NPD and kubelet's
+SystemOOM, an Event repeated): same node, same pid, times within 2 s (or the policy's
+``correlationWindowSeconds`` when it is shorter). The agent's Event carries the kernel's own
+time of the kill; NPD's and kubelet's are when they posted it, about a second later (seen on a
+published AKS log: tests/unit/data/kernel/published/aks-cgroupv2-besteffort-group-kill-npd.txt).
+Farther apart, the same pid is a new process that got the number again."""
+
+
 def _kills_from_events(
     events: Iterable[OOMEventInfo], since: float, window: float, unparsed: list[OOMEventInfo],
     skipped: list[Skipped] | None = None, reporters: Sequence[str] = (ANY_REPORTER,), now: float | None = None,
     max_kills: int | None = None,
 ) -> list[_Kill]:
     """Every kill the events tell of, once, in the order the kernel printed them: the same pid
-    on the same node reported twice within ``window`` (node-problem-detector and the node
-    agent, NPD and kubelet's SystemOOM, a repeated Event) is one kill. A kill without a pid
+    on the same node reported twice within ``SAME_KILL_SECONDS`` (or ``window`` when shorter:
+    node-problem-detector and the node agent, NPD and kubelet's SystemOOM, a repeated Event) is
+    one kill. A kill without a pid
     (kubelet's bare "System OOM encountered", the node agent's memcg-counter kills) is never
     merged with another: nothing says two of them are the same."""
+    same_kill = min(window, SAME_KILL_SECONDS)
     seen: dict[tuple[str, int], list[_Kill]] = defaultdict(list)
     anonymous: list[_Kill] = []
     for ev in events:
@@ -537,7 +549,7 @@ def _kills_from_events(
                 continue
             same_pid = seen[(ev.node, k.pid)]
             for i, prev in enumerate(same_pid):
-                if prev.time is None or t is None or abs(prev.time - t) <= window:
+                if prev.time is None or t is None or abs(prev.time - t) <= same_kill:
                     same_pid[i] = _Kill(ev.node, min_time(prev.time, t), _richer(prev.k, k), min(prev.order, order))
                     break
             else:  # first report of this kill (or the pid was reused later)
