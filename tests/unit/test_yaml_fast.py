@@ -200,7 +200,7 @@ def _plain_safe(s: str) -> bool:
         return False
     try:
         return type(yaml.safe_load(s)) is str and yaml.safe_load(s) == s
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: PyYAML's int("0b_")
         return False
 
 
