@@ -258,13 +258,29 @@ def _iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
     def doc_where() -> str:
         return where if doc_index == 0 else f"{where} (document {doc_index + 1})"
 
-    for ev in _events(text):
+    events = _events(text)
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration:
+            break
+        except yaml.YAMLError as err:  # say which object and field it was in
+            if not stack:
+                raise
+            mark = getattr(err, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise InputError(f"{_where_in(stack, items, doc_where(), streamed)}: not valid YAML{at}: {problem}") from None
         t = type(ev)
         if t is _SCALAR_EV:
             if ev.anchor is not None:
                 raise InputError(f"{where}: YAML anchors (&{ev.anchor}) are not accepted in snapshots "
                                  f"at line {ev.start_mark.line + 1}")
-            value = _scalar(ev)
+            try:
+                value = _scalar(ev)
+            except ValueError as err:  # e.g. 5,000 digits: say which object and field
+                raise InputError(f"{_where_in(stack, items, doc_where(), streamed)}: not a usable number at line "
+                                 f"{ev.start_mark.line + 1}: {str(err).split(';')[0]}") from None
         elif t is _MAP_START or t is _SEQ_START:
             line = ev.start_mark.line + 1
             if ev.anchor is not None:
@@ -317,6 +333,29 @@ def _iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
         else:
             container[frame[1]] = value
             frame[1] = no_key
+
+
+def _where_in(stack: list[list[Any]], items: list[Any] | None, where: str, streamed: int) -> str:
+    """``where`` and the field being read (``spec.containers[0].resources``), for an error met
+    inside an object: its List item and kind/name when read already (kubectl writes ``kind`` and
+    ``metadata`` before ``spec`` and ``status``, though after an Event's ``count``)."""
+    path: list[str] = []
+    obj: Any = None
+    for container, key in stack:
+        if container is items:
+            where, obj, path = f"{where} items[{streamed}]", None, []
+            continue
+        if obj is None and type(container) is dict:
+            obj = container
+        if type(container) is dict:
+            path.append(str(key) if isinstance(key, (str, int, float, bool)) else "?")
+        else:
+            path.append(f"[{len(container)}]")
+    if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
+        where = f"{where} {obj['kind']} {_name(obj)}".rstrip()
+    if len(path) > 12:  # nested too deep: where it began
+        path = path[:8] + ["…"]
+    return f"{where}: {_dotted(path)}" if path else where
 
 
 _JSON_START = re.compile(r"[ \t\n\r]*[{\[]")
@@ -397,7 +436,7 @@ def _iter_json(text: str, where: str) -> Iterator[tuple[Any, str]]:
                             raise _NotJSON(where, pos, "expected ',' or ']' after an item")
                 doc[key] = []
             else:
-                doc[key], pos = _json_value(text, pos, where, MAX_DEPTH - 1)
+                doc[key], pos = _json_value(text, pos, where, MAX_DEPTH - 1, (doc, key))
             pos = blank(text, pos).end()
             if text.startswith(",", pos):
                 pos = blank(text, pos + 1).end()
@@ -420,8 +459,10 @@ def _json_end(text: str, pos: int, where: str) -> None:
         raise _NotJSON(where, pos, "more after the end of the document")
 
 
-def _json_value(text: str, pos: int, where: str, depth: int) -> tuple[Any, int]:
-    """The value at ``pos`` and where it ends; refused if nested more than ``depth`` deep."""
+def _json_value(text: str, pos: int, where: str, depth: int,
+                member_of: tuple[dict[str, Any], str] | None = None) -> tuple[Any, int]:
+    """The value at ``pos`` and where it ends; refused if nested more than ``depth`` deep.
+    ``member_of``: (the object read so far, the member's name) when it is a member's value."""
     try:
         value, end = _JSON.raw_decode(text, pos)
     except json.JSONDecodeError as err:
@@ -430,8 +471,8 @@ def _json_value(text: str, pos: int, where: str, depth: int) -> tuple[Any, int]:
         raise _NotJSON(where, pos, f"{err} is not JSON") from None
     except RecursionError:
         raise InputError(f"{where}: nesting deeper than {MAX_DEPTH} levels at line {_line(text, pos)}") from None
-    except ValueError as err:  # an int of 5,000 digits
-        raise InputError(f"{where}: not a usable number at line {_line(text, pos)}: {str(err).split(';')[0]}") from None
+    except ValueError as err:  # an int of 5,000 digits: say which object and field
+        raise _bad_json_number(text, pos, where, err, member_of) from None
     # Bounds of the depth counted at C speed, the walk only when they are not enough: no deeper
     # than it has opening brackets; and a container holding another is not empty, so its
     # opening bracket is not followed by its closing one (kubectl writes an empty one `{}`).
@@ -443,6 +484,62 @@ def _json_value(text: str, pos: int, where: str, depth: int) -> tuple[Any, int]:
     if _SURROGATE_ESCAPE.search(text, pos, end):
         _no_lone_surrogates(value, text, pos, where)
     return value, end
+
+
+class _TooLong(str):
+    """An integer's digits past ``sys.get_int_max_str_digits()``, kept as text to say where."""
+
+
+def _int_or_too_long(digits: str) -> Any:
+    try:
+        return int(digits)
+    except ValueError:
+        return _TooLong(digits)
+
+
+_JSON_MARKING = json.JSONDecoder(parse_int=_int_or_too_long, parse_constant=_no_constant)
+
+
+def _bad_json_number(text: str, pos: int, where: str, err: ValueError,
+                     member_of: tuple[dict[str, Any], str] | None) -> InputError:
+    """The error for a number Python refuses in the JSON value at ``pos``, naming the object and
+    the field (the value decoded again, the number kept as text)."""
+    problem = str(err).split(";")[0]
+    try:
+        value, _ = _JSON_MARKING.raw_decode(text, pos)
+    except (ValueError, RecursionError):
+        value = None
+    obj, path = (member_of[0], [member_of[1]]) if member_of is not None else (value, [])
+    found = _path_to_too_long(value, path)
+    if found is None:
+        return InputError(f"{where}: not a usable number at line {_line(text, pos)}: {problem}")
+    path, digits = found
+    if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
+        where = f"{where} {obj['kind']} {_name(obj)}".rstrip()
+    return InputError(f"{where}: {_dotted(path)}: not a usable number at line "
+                      f"{_line(text, text.find(digits, pos))}: {problem}")
+
+
+def _path_to_too_long(value: Any, path: list[str]) -> tuple[list[str], str] | None:
+    """The path to the first _TooLong in a decoded value (``path`` the way there so far), and it."""
+    if type(value) is _TooLong:
+        return path, value
+    if isinstance(value, dict):
+        children: Iterable[tuple[str, Any]] = ((str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        children = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for seg, child in children:
+        found = _path_to_too_long(child, path + [seg])
+        if found is not None:
+            return found
+    return None
+
+
+def _dotted(path: list[str]) -> str:
+    """``["spec", "containers", "[0]", "name"]`` as ``spec.containers[0].name``."""
+    return ".".join(path).replace(".[", "[")
 
 
 def _within(value: Any, depth: int) -> bool:

@@ -174,7 +174,10 @@ OOM_EVENT = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "nam
         (BILLION_LAUGHS, "not accepted"),
         ("[" * 100_000 + "]" * 100_000, "nesting"),
         ("kind: Pod\nmetadata: {name: p, namespace: d, uid: u}\nspec: {containers: [{name: c, resources: "
-         "{limits: {memory: " + "9" * 5000 + "}}}]}\n", "not a usable number"),
+         "{limits: {memory: " + "9" * 5000 + "}}}]}\n",
+         "Pod d/p: spec.containers[0].resources.limits.memory: not a usable number at line 3"),
+        ("apiVersion: v1\nkind: List\nitems:\n- kind: Event\n  metadata: {name: e, namespace: default}\n"
+         "  count: " + "9" * 5000 + "\n", "items[0] Event default/e: count: not a usable number at line 6"),
         (json.dumps({**OOM_EVENT, "message": 5}), "message: expected a string, got int"),
         (json.dumps({**OOM_EVENT, "count": [1]}), "count: expected an integer, got list"),
         (json.dumps({**OOM_EVENT, "involvedObject": "n1"}), "involvedObject: expected an object, got str"),
@@ -185,7 +188,10 @@ OOM_EVENT = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "nam
         ('{"kind": "List", "items": [' + json.dumps(OOM_EVENT) + ", " + "[" * 100_000 + "]" * 100_000 + "]}",
          "items[1]: nesting deeper than 200"),
         ('{"kind": "List", "items": [' + json.dumps({**OOM_EVENT, "count": 0}).replace('"count": 0', '"count": ' + "9" * 5000) + "]}",
-         "items[0]: not a usable number"),
+         "items[0] Event default/e: count: not a usable number at line 1"),
+        ('{"kind": "Pod", "metadata": {"name": "p", "namespace": "d"},\n "spec": {"containers": [{"name": "c",\n'
+         ' "resources": {"limits": {"memory": ' + "9" * 5000 + '}}}]}}',
+         "Pod d/p: spec.containers[0].resources.limits.memory: not a usable number at line 3"),
         ('{"kind": "List", "items": [' + json.dumps(OOM_EVENT) + ', {"kind": "Pod"]}', "items[1]: not valid JSON at line 1"),
         ('{"kind": "List", "items": [' + json.dumps({**OOM_EVENT, "message": 5}) + "]}",
          "items[0] Event default/e: message: expected a string, got int"),

@@ -130,7 +130,7 @@ def _list(*items: str) -> str:
         ("[" * 100_000 + "]" * 100_000, r"f\.json: nesting deeper than 200 levels at line 1"),
         (_list(json.dumps(POD), "[" * 100_000 + "]" * 100_000), r"f\.json items\[1\]: nesting deeper than 200"),
         (_list(json.dumps(POD), '{"kind": "Pod", "x": ' + "9" * 5000 + "}"),
-         r"f\.json items\[1\]: not a usable number at line 1: Exceeds the limit"),
+         r"f\.json items\[1\] Pod: x: not a usable number at line 1: Exceeds the limit"),
         (_list(json.dumps(POD), '{"kind": "Pod", "x": NaN}'), r"f\.json items\[1\]: not valid JSON at line 1: NaN"),
         (_list(json.dumps(POD), '{"kind": "Pod", "metadata": {"name": "\\ud800"}}'),
          r"f\.json items\[1\]: not valid JSON at line 1: a \\u escape of half a UTF-16 surrogate pair"),

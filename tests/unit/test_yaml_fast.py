@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "yaml_fast"
 
 
-def test_ryml_is_installed():
+def test_ryml_and_libyaml_are_installed():
     assert inputs._ryml is not None, "rapidyaml (ryml) is a dependency: pip install rapidyaml"
+    assert inputs._CLoader is not None, "PyYAML without libyaml: the reference reader would be pure Python"
 
 
 def reference(text: str, where: str = "f") -> list:
