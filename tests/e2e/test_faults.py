@@ -156,7 +156,7 @@ def test_api_server_killed_and_restarted_loses_no_event(faulty, fsim, fkube, ope
     assert_no_duplicates(on_pods + on_policy)
     m = metrics(operator)
     assert m.get('memory_hygiene_events_dropped_total{cause="api_error"}', 0) == 0
-    assert ready_after < 10, ready_after
+    assert ready_after < 2, f"caches fresh {ready_after:.1f}s after the API server came back (issue 13: within 2 s)"
 
 
 def test_operator_sigkilled_during_churn_loses_and_duplicates_nothing(faulty, fsim, fkube, operator):
