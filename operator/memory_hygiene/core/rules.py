@@ -501,7 +501,6 @@ def _believed(ev: OOMEventInfo, reporters: Sequence[str], now: float | None) -> 
     return None
 
 
-
 SAME_KILL_SECONDS = 2.0
 """One kill reported twice (node-problem-detector and the node agent, NPD and kubelet's
 SystemOOM, an Event repeated): same node, same pid, times within 2 s (or the policy's
@@ -519,9 +518,8 @@ def _kills_from_events(
     """Every kill the events tell of, once, in the order the kernel printed them: the same pid
     on the same node reported twice within ``SAME_KILL_SECONDS`` (or ``window`` when shorter:
     node-problem-detector and the node agent, NPD and kubelet's SystemOOM, a repeated Event) is
-    one kill. A kill without a pid
-    (kubelet's bare "System OOM encountered", the node agent's memcg-counter kills) is never
-    merged with another: nothing says two of them are the same."""
+    one kill. A kill without a pid (kubelet's bare "System OOM encountered", the node agent's
+    memcg-counter kills) is never merged with another: nothing says two of them are the same."""
     same_kill = min(window, SAME_KILL_SECONDS)
     seen: dict[tuple[str, int], list[_Kill]] = defaultdict(list)
     anonymous: list[_Kill] = []

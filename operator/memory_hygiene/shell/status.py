@@ -191,8 +191,9 @@ async def writer(rt: Runtime) -> None:
     """Builds and writes the status of the policies the passes changed, when each one's is due
     (at most one write per policy every ``--status-interval``; the first, and a new generation's,
     at once and before the others), ``STATUS_WRITERS`` at a time, at most ``--status-qps`` a
-    second over all policies (a token bucket, a second's worth of burst). Apart from the passes: 300 policies' statuses, built
-    and written every pass, held up the next pass and the news it brings."""
+    second over all policies (a token bucket, a second's worth of burst). Apart from the passes:
+    300 policies' statuses, built and written every pass, held up the next pass and the news it
+    brings."""
     writers = asyncio.Semaphore(STATUS_WRITERS)
     qps = rt.config.status_qps
     budget = TokenBuckets(max(1, round(qps)), 1.0 / qps) if qps > 0 else None
