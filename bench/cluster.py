@@ -15,6 +15,7 @@ Differences from the e2e cluster (all done here by subclassing, nothing in devcl
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -85,6 +86,7 @@ class BenchCluster(lc.LocalCluster):
 
     def stop(self) -> None:
         super().stop()
+        shutil.rmtree(self.bench_dir, ignore_errors=True)  # the audit log: read before stopping
 
     def versions(self) -> dict[str, str]:
         b = self._binaries or {}

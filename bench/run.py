@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -580,7 +579,6 @@ async def run_sweep(args: argparse.Namespace) -> int:
     finally:
         await kube.close()
         cluster.stop()
-        shutil.rmtree(cluster.bench_dir, ignore_errors=True)
     return rc
 
 
