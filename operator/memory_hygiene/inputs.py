@@ -139,26 +139,30 @@ def _scalar(ev: yaml.ScalarEvent) -> Any:
     if tag is None or tag == "!":
         if not ev.implicit[0]:  # quoted
             return ev.value
-        value = ev.value
-        hit = _PLAIN.get(value, _PLAIN)
-        if hit is not _PLAIN:
-            return hit
-        tag = _RESOLVER.resolve(yaml.ScalarNode, value, ev.implicit)
-        out = value if tag == "tag:yaml.org,2002:str" else _construct(tag, ev)
-        if len(value) <= _PLAIN_LEN:
-            if len(_PLAIN) >= _PLAIN_MAX:
-                _PLAIN.clear()
-            _PLAIN[value] = out
-        return out
+        return _plain(ev.value, ev.start_mark, ev.end_mark)
     if tag == "tag:yaml.org,2002:str":
         return ev.value
-    return _construct(tag, ev)
+    return _construct(tag, ev.value, ev.start_mark, ev.end_mark)
 
 
-def _construct(tag: str, ev: yaml.ScalarEvent) -> Any:
+def _plain(value: str, start_mark: Any = None, end_mark: Any = None) -> Any:
+    """A plain scalar's value, resolved by its text alone (cached in ``_PLAIN``)."""
+    hit = _PLAIN.get(value, _PLAIN)
+    if hit is not _PLAIN:
+        return hit
+    tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+    out = value if tag == "tag:yaml.org,2002:str" else _construct(tag, value, start_mark, end_mark)
+    if len(value) <= _PLAIN_LEN:
+        if len(_PLAIN) >= _PLAIN_MAX:
+            _PLAIN.clear()
+        _PLAIN[value] = out
+    return out
+
+
+def _construct(tag: str, value: str, start_mark: Any, end_mark: Any) -> Any:
     if tag not in _SCALARS:
-        raise yaml.constructor.ConstructorError(None, None, f"the tag {tag} is not accepted in snapshots", ev.start_mark)
-    node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark)
+        raise yaml.constructor.ConstructorError(None, None, f"the tag {tag} is not accepted in snapshots", start_mark)
+    node = yaml.ScalarNode(tag, value, start_mark, end_mark)
     return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
 
 
@@ -194,7 +198,8 @@ def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
     installed, the reader above reads it all.
 
     Either way, any problem: InputError naming ``where`` and the line."""
-    if _JSON_START.match(text):
+    looks_json = _JSON_START.match(text) is not None
+    if looks_json:
         given = 0
         try:
             for obj in _iter_json(text, where):
@@ -205,7 +210,7 @@ def iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
             if given:
                 raise InputError(f"{err.where}: not valid JSON at line {_line(text, err.pos)}: {err.problem}") from None
     skip = 0
-    if _ryml is not None and not _JSON_START.match(text):
+    if _ryml is not None and not looks_json:
         cut = _cut_list(text)
         if cut is not None:
             try:
@@ -267,10 +272,7 @@ def _iter_documents(text: str, where: str) -> Iterator[tuple[Any, str]]:
         except yaml.YAMLError as err:  # say which object and field it was in
             if not stack:
                 raise
-            mark = getattr(err, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise InputError(f"{_where_in(stack, items, doc_where(), streamed)}: not valid YAML{at}: {problem}") from None
+            raise _input_error(err, _where_in(stack, items, doc_where(), streamed)) from None
         t = type(ev)
         if t is _SCALAR_EV:
             if ev.anchor is not None:
@@ -351,11 +353,17 @@ def _where_in(stack: list[list[Any]], items: list[Any] | None, where: str, strea
             path.append(str(key) if isinstance(key, (str, int, float, bool)) else "?")
         else:
             path.append(f"[{len(container)}]")
+    return _in_object(where, obj, path)
+
+
+def _in_object(where: str, obj: Any, path: list[str]) -> str:
+    """``where``, the object (kind and name, when read already) and the field ``path`` leads to
+    (``spec.containers[0].resources``)."""
     if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
         where = f"{where} {obj['kind']} {_name(obj)}".rstrip()
     if len(path) > 12:  # nested too deep: where it began
         path = path[:8] + ["…"]
-    return f"{where}: {_dotted(path)}" if path else where
+    return f"{where}: {'.'.join(path).replace('.[', '[')}" if path else where
 
 
 _JSON_START = re.compile(r"[ \t\n\r]*[{\[]")
@@ -514,9 +522,7 @@ def _bad_json_number(text: str, pos: int, where: str, err: ValueError,
     if found is None:
         return InputError(f"{where}: not a usable number at line {_line(text, pos)}: {problem}")
     path, digits = found
-    if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
-        where = f"{where} {obj['kind']} {_name(obj)}".rstrip()
-    return InputError(f"{where}: {_dotted(path)}: not a usable number at line "
+    return InputError(f"{_in_object(where, obj, path)}: not a usable number at line "
                       f"{_line(text, text.find(digits, pos))}: {problem}")
 
 
@@ -535,11 +541,6 @@ def _path_to_too_long(value: Any, path: list[str]) -> tuple[list[str], str] | No
         if found is not None:
             return found
     return None
-
-
-def _dotted(path: list[str]) -> str:
-    """``["spec", "containers", "[0]", "name"]`` as ``spec.containers[0].name``."""
-    return ".".join(path).replace(".[", "[")
 
 
 def _within(value: Any, depth: int) -> bool:
@@ -719,9 +720,10 @@ def _guard(text: str, lo: int, hi: int, data: bytes) -> int | None:
     return min(hits) if hits else None
 
 
-def _cut_list(text: str) -> tuple[str, list[int], int, str] | None:
-    """A ``kubectl get -o yaml`` List cut at C speed: (the text without its items, where each item
-    starts, where the last one ends, the items' indentation). None for anything else."""
+def _cut_list(text: str) -> tuple[str, str, list[int], int] | None:
+    """A ``kubectl get -o yaml`` List cut at C speed: (the text before its ``items:`` key, the
+    text after its items, where each item starts, where the last one ends). None for anything
+    else."""
     if "\r" in text or text.startswith("\ufeff"):
         return None
     if text.startswith("items:"):
@@ -750,28 +752,17 @@ def _cut_list(text: str) -> tuple[str, list[int], int, str] | None:
         for line in part.split("\n"):
             if line and not line.startswith(" ") and not _KEY_LINE.fullmatch(line):
                 return None
-    return head + "items: []\n" + tail, starts, end, pad
+    return head, tail, starts, end
 
 
 def _hook(token: str) -> Any:
     """A number rapidyaml wrote into its JSON, as PyYAML resolves the same plain scalar."""
-    hit = _PLAIN.get(token, _PLAIN)
-    if hit is not _PLAIN:
-        return hit
-    tag = _RESOLVER.resolve(yaml.ScalarNode, token, (True, False))
-    if tag == "tag:yaml.org,2002:str":
-        out: Any = token
-    elif tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-        try:
-            out = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, token))
-        except ValueError:  # too many digits: the reference reader says so
-            raise _Doubt(token) from None
-    else:
+    try:
+        out = _plain(token)
+    except (ValueError, yaml.YAMLError):  # too many digits: the reference reader says so
+        raise _Doubt(token) from None
+    if type(out) not in (str, int, float):
         raise _Doubt(token)
-    if len(token) <= _PLAIN_LEN:
-        if len(_PLAIN) >= _PLAIN_MAX:
-            _PLAIN.clear()
-        _PLAIN[token] = out
     return out
 
 
@@ -814,7 +805,7 @@ def _ryml_items(chunk: bytes) -> list[Any]:
     return out
 
 
-def _reference_item(chunk: str, where: str, i: int, pad: str) -> list[tuple[Any, str]]:
+def _reference_item(chunk: str, where: str, i: int) -> list[tuple[Any, str]]:
     """One item read by the reference reader, alone (as the whole text would read it)."""
     inner = f"{where} items[0]"
     try:
@@ -829,17 +820,17 @@ def _reference_item(chunk: str, where: str, i: int, pad: str) -> list[tuple[Any,
     return out
 
 
-def _iter_yaml_fast(text: str, where: str, cut: tuple[str, list[int], int, str]) -> Iterator[tuple[Any, str]]:
+def _iter_yaml_fast(text: str, where: str, cut: tuple[str, str, list[int], int]) -> Iterator[tuple[Any, str]]:
     """The items of a one-document YAML List (``kubectl get -o yaml``), as ``_iter_documents``
     gives them: consecutive items rapidyaml can be trusted with read by it in batches, any other
     item by the reference reader alone; the text without its items by the reference reader too.
     _Doubt when any of it is not certain (then the reference reader reads the whole text)."""
-    envelope, starts, end, pad = cut
+    head, tail, starts, end = cut
     try:  # the List itself: as the reference reader reads it, its items apart
-        if list(_iter_documents(envelope, where)):
+        if list(_iter_documents(head + "items: []\n" + tail, where)):
             raise _Doubt("not a List")
-        for part in (envelope[:envelope.index("items: []\n")], envelope[envelope.index("items: []\n") + 10:]):
-            for ev in _events(part):
+        for part in (head, tail):  # each whole on its own: no scalar runs from one into the other
+            for _ in _events(part):
                 pass
     except (yaml.YAMLError, ValueError, RecursionError) as err:
         raise _Doubt(str(err)) from None
@@ -866,7 +857,7 @@ def _iter_yaml_fast(text: str, where: str, cut: tuple[str, list[int], int, str])
             i = j
             continue
         FAST_ITEMS["reference"] += 1
-        yield from _reference_item(text[bounds[i]:bounds[i + 1]], where, i, pad)
+        yield from _reference_item(text[bounds[i]:bounds[i + 1]], where, i)
         i += 1
 
 

@@ -17,15 +17,14 @@ from ..core import policy as P
 from ..core import ruletable
 from ..core.engine import ClusterView, PolicyEngine
 from ..core.rules import SILENT_OOM, Violation
+from ..core.snapshot import format_time
 from . import metrics
 from .events import Target
-from ..core.snapshot import format_time
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = logging.getLogger("memory_hygiene.reconciler")
-
 
 
 @dataclass
