@@ -139,7 +139,8 @@ def _scalar(ev: yaml.ScalarEvent) -> Any:
     if tag is None or tag == "!":
         if not ev.implicit[0]:  # quoted
             return ev.value
-        return _plain(ev.value, ev.start_mark, ev.end_mark)
+        hit = _PLAIN.get(ev.value, _PLAIN)  # (the hot path: most plain scalars repeat)
+        return hit if hit is not _PLAIN else _plain(ev.value, ev.start_mark, ev.end_mark)
     if tag == "tag:yaml.org,2002:str":
         return ev.value
     return _construct(tag, ev.value, ev.start_mark, ev.end_mark)
